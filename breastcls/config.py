@@ -1,0 +1,23 @@
+"""OmegaConf resolvers and lookups shared by the entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from omegaconf import OmegaConf
+
+
+def register_resolvers() -> None:
+    """``${num_channels:${data.as_rgb}}``: the channel count a backbone must accept."""
+    if not OmegaConf.has_resolver("num_channels"):
+        OmegaConf.register_new_resolver("num_channels", lambda as_rgb: 3 if as_rgb else 1)
+
+
+def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:
+    """The value of ``optimized_metric`` (what a sweep optimises), or a clear error."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not computed; choose one of "
+                       f"{sorted(metrics)}")
+    return metrics[name]

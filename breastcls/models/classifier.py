@@ -1,0 +1,152 @@
+"""The image-classification LightningModule shared by every backbone family."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from torch.nn import functional as F
+
+from breastcls.metrics import classification_metrics, metric_inputs
+
+# Keys of a scheduler config that Lightning reads rather than the scheduler itself.
+SCHEDULER_LOOP_KEYS = ("interval", "frequency", "monitor")
+
+
+class ImageClassifier(L.LightningModule):
+    """Backbone + cross-entropy, with optimiser and scheduler built from config dicts.
+
+    Every argument is a plain value (dicts of ``_target_`` strings and numbers), so checkpoints
+    load with ``torch.load(weights_only=True)`` and ``load_from_checkpoint`` needs nothing else.
+    """
+
+    def __init__(
+        self,
+        backbone: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        num_classes: int = 2,
+        positive_class: int = 0,
+        class_weights: str | list[float] | None = None,
+        label_smoothing: float = 0.0,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        # Plain containers only: Lightning loads checkpoints with weights_only=True.
+        backbone, optimizer, scheduler = (_plain(c) for c in (backbone, optimizer, scheduler))
+        class_weights = _plain(class_weights)
+        self.save_hyperparameters()
+        self.backbone: nn.Module = instantiate(dict(backbone), num_classes=num_classes)
+        self.register_buffer("loss_weights", _fixed_class_weights(class_weights, num_classes),
+                             persistent=False)
+        self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
+        self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
+        self.test_metrics = classification_metrics(num_classes, threshold).clone("test/")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return
+        if self.hparams.class_weights == "balanced" and stage == "fit":
+            counts = datamodule.class_counts("train").float()
+            self.loss_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
+        check_input_shape(self, datamodule.input_shape)
+
+    def _step(self, batch: tuple[torch.Tensor, ...], metrics) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = batch
+        logits = self(x)
+        weight = self.loss_weights if self.loss_weights.numel() else None
+        loss = F.cross_entropy(logits, y, weight=weight,
+                               label_smoothing=self.hparams.label_smoothing)
+        probs = logits.detach().float().softmax(dim=1)
+        metrics.update(*metric_inputs(probs, y, self.hparams.positive_class))
+        return loss, probs
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch, self.train_metrics)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        loss, _ = self._step(batch, self.val_metrics)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        loss, _ = self._step(batch, self.test_metrics)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch[0]))
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y, index = batch
+        return {"probs": self(x).float().softmax(dim=1), "labels": y, "index": index}
+
+    def _log_epoch(self, metrics) -> dict[str, torch.Tensor]:
+        values = metrics.compute()  # synchronised across processes under DDP
+        metrics.reset()
+        self.log_dict(values, prog_bar=False)
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_epoch(self.val_metrics)
+        self.log("val/auc_acc_mean", (values["val/auc"] + values["val/acc"]) / 2, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        values = self._log_epoch(self.test_metrics)
+        self.log("test/auc_acc_mean", (values["test/auc"] + values["test/acc"]) / 2)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = instantiate(dict(self.hparams.optimizer), params=self.parameters())
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        cfg = dict(self.hparams.scheduler)
+        loop = {k: cfg.pop(k) for k in SCHEDULER_LOOP_KEYS if k in cfg}
+        scheduler = instantiate(cfg, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **loop}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _fixed_class_weights(class_weights: str | list[float] | None, num_classes: int
+                         ) -> torch.Tensor:
+    """Explicit weights now; ``balanced`` is filled in from the train split at ``setup``."""
+    if class_weights is None or class_weights == "balanced":
+        return torch.empty(0)
+    if isinstance(class_weights, str):
+        raise ValueError(f"model.class_weights={class_weights!r}: use null, 'balanced' or a list "
+                         f"of {num_classes} numbers")
+    if len(class_weights) != num_classes:
+        raise ValueError(f"model.class_weights has {len(class_weights)} values for "
+                         f"{num_classes} classes")
+    return torch.tensor(list(class_weights), dtype=torch.float32)
+
+
+def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Fail early, with the fix, when the data's images do not fit the model."""
+    was_training = model.training
+    model.eval()  # batch-norm statistics stay untouched
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            model(torch.zeros(2, *input_shape, device=device))
+    except RuntimeError as err:
+        raise ValueError(
+            f"the model cannot take images of shape {tuple(input_shape)} (channels, height, "
+            f"width): {err}\nMatch the model to the data: data.as_rgb / model.backbone.in_channels "
+            "for channels, data.size or the model's stem for the image size.") from err
+    finally:
+        model.train(was_training)

@@ -1,0 +1,44 @@
+"""Result tables printed at the end of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.tree import Tree
+
+from breastcls.metrics import TABLE_METRICS
+
+COLUMN_TITLES = {"auc": "AUC", "acc": "ACC", "auprc": "AUPRC", "recall": "Recall", "f1": "F1",
+                 "precision": "Prec", "f2": "F2", "specificity": "Spec", "balanced_acc": "BalACC"}
+
+
+def metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Table:
+    """Rows are splits, columns the study's metrics (AUC, ACC, AUPRC, Recall, F1, Precision)
+    followed by F2, specificity and balanced accuracy."""
+    table = Table(title=title, padding=(0, 1), pad_edge=False)
+    table.add_column("split")
+    for name in TABLE_METRICS:
+        table.add_column(COLUMN_TITLES[name], justify="right")
+    for split, values in metrics.items():
+        table.add_row(split, *(f"{values[m]:.3f}" if m in values else "-" for m in TABLE_METRICS))
+    return table
+
+
+def print_metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> None:
+    Console().print(metrics_table(metrics, title))
+
+
+def print_config_tree(cfg: DictConfig, first: tuple[str, ...] = ("data", "model", "trainer")
+                      ) -> None:
+    """The resolved run config as a rich tree, the main groups first."""
+    tree = Tree("config", guide_style="dim")
+    keys = [k for k in first if k in cfg] + [k for k in cfg if k not in first]
+    for key in keys:
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(key).add(Syntax(text, "yaml"))
+    Console().print(tree)

@@ -1,0 +1,91 @@
+"""Train a classifier and evaluate its best checkpoint.
+
+    python -m breastcls.train experiment=breastmnist_resnet18_paper seed=1
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig
+
+from breastcls.config import metric_value, register_resolvers
+from breastcls.evaluation import evaluate_splits, load_checkpoint
+from breastcls.instantiate import (
+    instantiate_callbacks,
+    instantiate_loggers,
+    log_hyperparameters,
+    single_device_trainer,
+)
+from breastcls.loggers import finish_wandb
+from breastcls.reporting import print_config_tree, print_metrics_table
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then score the best checkpoint on ``cfg.eval_splits``; returns ``{"test/auc": ...}``."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(loggers, cfg, model)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if not trainer.is_global_zero:  # other DDP ranks are done; rank 0 evaluates alone
+        return {}
+
+    info = {"monitor": None, "best_score": None, "epochs_run": trainer.current_epoch}
+    best = _best_checkpoint(trainer)
+    if best:
+        model, ckpt_info = load_checkpoint(best, cfg.model._target_)
+        info.update(ckpt_info, monitor=trainer.checkpoint_callback.monitor,
+                    best_score=float(trainer.checkpoint_callback.best_model_score),
+                    best_epoch=ckpt_info["epoch"])
+    else:
+        log.warning("No best checkpoint was saved (checkpointing off or fast_dev_run): "
+                    "evaluating the final weights.")
+    result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
+                             cfg.eval_splits, Path(cfg.paths.output_dir), info)
+    for lg in loggers:
+        lg.log_metrics({f"test/{k}": v for k, v in result.metrics.get("test", {}).items()},
+                       step=trainer.global_step)
+        lg.finalize("success")
+    print_metrics_table(result.metrics, f"{cfg.get('task_name', 'train')}: best checkpoint "
+                        f"(epoch {info.get('best_epoch', trainer.current_epoch)})")
+    return result.flat()
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    if cfg.get("extras", {}).get("print_config"):
+        print_config_tree(cfg)
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb()
+    if not metrics:
+        return None
+    return metric_value(metrics, cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
