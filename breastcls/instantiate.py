@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 def _instantiate_named(cfg: DictConfig | None, kind: type, group: str) -> list[Any]:
     objects = []
     for name, item in (cfg or {}).items():
+        if item is None:  # `callbacks.early_stopping=null` switches one off
+            continue
         if not isinstance(item, DictConfig) or "_target_" not in item:
             raise ValueError(f"{group}.{name} must be a config with a _target_, got {item!r}")
         obj = instantiate(item)

@@ -38,6 +38,10 @@ def wandb_logger(save_dir: str, project: str, offline: bool | None = None, **kwa
                         "`wandb sync %s/wandb/offline-run-*` (after `wandb login`).", save_dir,
                         save_dir)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
+    if offline:
+        # Lightning marks offline runs with WANDB_MODE=dryrun, which current wandb no longer
+        # reads as offline; an explicit mode keeps wandb from asking for a login.
+        kwargs.setdefault("mode", "offline")
     return WandbLogger(save_dir=save_dir, project=project, offline=offline, **kwargs)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
+from rich import box
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
@@ -19,10 +20,10 @@ COLUMN_TITLES = {"auc": "AUC", "acc": "ACC", "auprc": "AUPRC", "recall": "Recall
 def metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Table:
     """Rows are splits, columns the study's metrics (AUC, ACC, AUPRC, Recall, F1, Precision)
     followed by F2, specificity and balanced accuracy."""
-    table = Table(title=title, padding=(0, 1), pad_edge=False)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("split")
     for name in TABLE_METRICS:
-        table.add_column(COLUMN_TITLES[name], justify="right")
+        table.add_column(COLUMN_TITLES[name], justify="right", min_width=len(COLUMN_TITLES[name]))
     for split, values in metrics.items():
         table.add_row(split, *(f"{values[m]:.3f}" if m in values else "-" for m in TABLE_METRICS))
     return table
@@ -39,6 +40,7 @@ def print_config_tree(cfg: DictConfig, first: tuple[str, ...] = ("data", "model"
     keys = [k for k in first if k in cfg] + [k for k in cfg if k not in first]
     for key in keys:
         value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        is_group = isinstance(value, DictConfig)
+        text = OmegaConf.to_yaml(value, resolve=True) if is_group else str(value)
         tree.add(key).add(Syntax(text, "yaml"))
     Console().print(tree)

@@ -1,0 +1,150 @@
+"""Summary of an Optuna hyperparameter search: trials.csv, best.yaml and Optuna's plots.
+
+The sweeper writes it at the end of every sweep; to rebuild it from a study:
+
+    python -m breastcls.analysis.sweep_summary sqlite:///multirun_sweeps/NAME/optuna.db NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+PLOTS = ("optimization_history", "param_importances", "parallel_coordinate",
+         "intermediate_values")
+
+
+def read_split_metrics(output_dir: str | Path | None, split: str = "val") -> dict[str, float]:
+    """``{"val/auc": ...}`` from a trial's metrics.json; empty when the trial wrote none."""
+    path = Path(output_dir) / "metrics.json" if output_dir else None
+    if path is None or not path.is_file():
+        return {}
+    values = json.loads(path.read_text()).get(split, {})
+    return {f"{split}/{k}": v for k, v in values.items() if isinstance(v, int | float)}
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, value, duration, params and the val metrics of its
+    best checkpoint (test metrics are left out: they must not choose the configuration)."""
+    df = study.trials_dataframe(attrs=("number", "state", "value", "duration", "params",
+                                       "user_attrs"))
+    if df.empty:
+        return df
+    df["duration_s"] = df.pop("duration").dt.total_seconds().round(1)
+    df.columns = [c.removeprefix("params_").removeprefix("user_attrs_") for c in df.columns]
+    metric = study.user_attrs.get("optimized_metric")
+    if metric:
+        df = df.rename(columns={"value": f"value ({metric})"})
+    dirs = df["output_dir"] if "output_dir" in df else [None] * len(df)
+    val = pd.DataFrame([read_split_metrics(d) for d in dirs], index=df.index)
+    return pd.concat([df, val], axis=1)
+
+
+def best_experiment_yaml(study: optuna.Study) -> str:
+    """A ``# @package _global_`` experiment config with the best trial's params as nested keys:
+    copy it to conf/experiment/NAME.yaml and run ``python -m breastcls.train experiment=NAME``."""
+    best = study.best_trial
+    space = study.user_attrs.get("search_space", {})
+    keys = {name.lstrip("+~") for name in best.params}
+    # Config-group params (key with a "/", e.g. model/optimizer) go into the defaults list.
+    groups = {k: v for k, v in best.params.items() if "/" in k.lstrip("+~").split("@")[0]}
+    values = OmegaConf.create()
+    for key, value in best.params.items():
+        if key not in groups:
+            OmegaConf.update(values, key.lstrip("+~"), value, force_add=True)
+    base = study.user_attrs.get("experiment")
+    metric = study.user_attrs.get("optimized_metric") or "value"
+    lines = ["# @package _global_",
+             f"# Best trial of the Optuna study {study.study_name!r}: trial {best.number}, "
+             f"{metric} = {best.value:.6g}.",
+             "# Copy to conf/experiment/NAME.yaml and run: "
+             "python -m breastcls.train experiment=NAME",
+             "# Search space:",
+             *(f"#   {k}: {space.get(k, '?')}" for k in sorted(keys))]
+    defaults = ([f"  - {base}  # the experiment the search ran on"] if base else [])
+    defaults += [f"  - override /{k.lstrip('+~')}: {v}" for k, v in groups.items()]
+    if defaults:
+        lines += ["defaults:", *defaults, "  - _self_"]
+    lines.append("")
+    body = OmegaConf.to_yaml(values) if len(values) else ""
+    return "\n".join(lines) + body
+
+
+def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Optuna's plots as PNG (matplotlib), plus HTML when plotly is installed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    try:
+        import optuna.visualization as ovp
+        import plotly  # noqa: F401
+    except ImportError:
+        ovp = None
+    written = []
+    for name in PLOTS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = getattr(ovm, f"plot_{name}")(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.savefig(out_dir / f"{name}.png", dpi=120, bbox_inches="tight")
+            plt.close(fig)
+            written.append(out_dir / f"{name}.png")
+            if ovp is not None:
+                getattr(ovp, f"plot_{name}")(study).write_html(out_dir / f"{name}.html")
+                written.append(out_dir / f"{name}.html")
+        except Exception as err:  # e.g. importances need two finished trials
+            log.warning("Optuna plot %s skipped: %s", name, err)
+    return written
+
+
+def write_sweep_summary(study: optuna.Study, out_dir: str | Path) -> dict[str, Any]:
+    """Write trials.csv, best.yaml (when a trial completed) and the plots into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {}
+    table = trials_table(study)
+    table.to_csv(out_dir / "trials.csv", index=False)
+    written["trials"] = out_dir / "trials.csv"
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        log.warning("No trial of %r completed: no best.yaml, no plots", study.study_name)
+        return written
+    (out_dir / "best.yaml").write_text(best_experiment_yaml(study))
+    written["best"] = out_dir / "best.yaml"
+    written["plots"] = save_plots(study, out_dir)
+    log.info("Sweep summary in %s", out_dir)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("storage", help="Optuna storage URL, e.g. sqlite:///.../optuna.db")
+    parser.add_argument("study_name")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: the SQLite file's folder)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    study = optuna.load_study(study_name=args.study_name, storage=args.storage)
+    out = args.out
+    if out is None:
+        if not args.storage.startswith("sqlite:///"):
+            parser.error("--out is required for non-SQLite storages")
+        out = Path(args.storage.removeprefix("sqlite:///")).parent
+    write_sweep_summary(study, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Every config option composes and instantiates; bad config fails loudly."""
+
+from __future__ import annotations
+
+import inspect
+
+import lightning as L
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from breastcls.instantiate import instantiate_callbacks, instantiate_loggers
+from tests.conftest import CONF_DIR, compose_train
+
+GPU_TRAINERS = {"gpu", "t4", "ddp"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_composes_and_instantiates(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", f"paths.data_dir={tmp_path}"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    assert datamodule.num_channels == model.hparams.backbone["in_channels"]
+    assert instantiate_callbacks(cfg.callbacks)
+    assert isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+@pytest.mark.parametrize(("group", "option"), [
+    *(("model", o) for o in options("model")),
+    *(("model/optimizer", o) for o in options("model/optimizer")),
+    *(("model/scheduler", o) for o in options("model/scheduler")),
+    *(("data", o) for o in options("data")),
+    *(("data/augmentation", o) for o in options("data/augmentation")),
+])
+def test_model_and_data_options(group, option, tmp_path):
+    cfg = compose_train([f"{group}={option}", f"paths.data_dir={tmp_path}"], tmp_path)
+    model = instantiate(cfg.model)
+    optim = model.configure_optimizers()
+    assert isinstance(optim["optimizer"], torch.optim.Optimizer)
+    instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("option", options("callbacks"))
+def test_callbacks_options(option, tmp_path):
+    cfg = compose_train([f"callbacks={option}"], tmp_path)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    assert all(isinstance(c, L.Callback) for c in callbacks)
+
+
+@pytest.mark.parametrize("option", [*options("logger"), "[csv,tensorboard]"])
+def test_logger_options(option, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train([f"logger={option}"], tmp_path)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    expected = {"none": 0, "many_loggers": 3, "[csv,tensorboard]": 2}.get(option, 1)
+    assert len(loggers) == expected
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_options(option, tmp_path):
+    cfg = compose_train([f"trainer={option}"], tmp_path)
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("_target_")
+    inspect.signature(L.Trainer).bind(**kwargs)  # every key is a Trainer argument
+    if option in GPU_TRAINERS:
+        assert kwargs["accelerator"] == "gpu"
+        assert option != "t4" or kwargs["precision"] == "16-mixed"
+        assert option != "ddp" or kwargs["strategy"] == "ddp"
+    else:
+        assert isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+@pytest.mark.parametrize("option", options("debug"))
+def test_debug_options(option, tmp_path):
+    cfg = compose_train([f"debug={option}"], tmp_path)
+    assert cfg.task_name == "debug"
+    assert isinstance(instantiate(cfg.trainer), L.Trainer)
+
+
+def test_eval_config_composes(tmp_path):
+    cfg = compose_train(["ckpt_path=x.ckpt"], tmp_path, config_name="eval")
+    assert cfg.eval_splits == ["test"]
+    instantiate(cfg.data)
+
+
+def test_default_is_the_study_recipe(tmp_path):
+    cfg = compose_train([], tmp_path)
+    assert cfg.model.backbone.dropout == 0.8
+    assert cfg.model.optimizer.lr == 0.001 and cfg.model.optimizer.momentum == 0.9
+    assert cfg.model.optimizer.weight_decay == 1e-4
+    assert (cfg.model.scheduler.step_size, cfg.model.scheduler.gamma) == (20, 0.7)
+    assert cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 30
+    assert cfg.monitor == "val/auc_acc_mean"
+
+
+@pytest.mark.parametrize("override", ["model.lrr=0.1", "data.sise=64", "foo=1"])
+def test_unknown_key_fails_loudly(override, tmp_path):
+    with pytest.raises(ConfigCompositionException, match=r"not in struct|Could not override"):
+        compose_train([override], tmp_path)
+
+
+def test_unknown_group_option_fails(tmp_path):
+    with pytest.raises(ConfigCompositionException, match=r"Could not find 'model/resnet99'"):
+        compose_train(["model=resnet99"], tmp_path)

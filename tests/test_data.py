@@ -1,0 +1,85 @@
+"""BreastMNIST data module on the real npz, and its errors on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from breastcls.data.breastmnist import BreastMNISTDataModule, load_breastmnist
+
+
+def test_official_splits_and_counts(data_dir):
+    dm = BreastMNISTDataModule(str(data_dir))
+    dm.setup()
+    sizes = {s: len(dm.dataset(s)) for s in ("train", "val", "test")}
+    assert sizes == {"train": 546, "val": 78, "test": 156}
+    assert dm.class_counts("train").tolist() == [147, 399]  # malignant, normal+benign
+    assert dm.class_counts("test").tolist() == [42, 114]
+    x, _, index = next(iter(dm.test_dataloader()))
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32
+    assert x.min() >= -1.0 and x.max() <= 1.0  # normalised with mean 0.5, std 0.5
+    assert index[:3].tolist() == [0, 1, 2]
+
+
+def test_rgb_channels_match_gray(data_dir):
+    gray, rgb = (BreastMNISTDataModule(str(data_dir), as_rgb=a) for a in (False, True))
+    xg, xr = gray.dataset("val")[5][0], rgb.dataset("val")[5][0]
+    assert xr.shape == (3, 28, 28) and rgb.input_shape == (3, 28, 28)
+    assert torch.equal(xr[0], xg[0]) and torch.equal(xr[2], xg[0])
+
+
+def test_augmentation_is_seeded_and_only_on_train(data_dir):
+    aug = {"hflip": v2.RandomHorizontalFlip(1.0), "rotation": v2.RandomRotation(180)}
+    dm = BreastMNISTDataModule(str(data_dir), augmentation=aug)
+    plain = BreastMNISTDataModule(str(data_dir))
+
+    def first_batch(seed):
+        torch.manual_seed(seed)
+        return next(iter(dm.train_dataloader()))
+
+    a, b, c = first_batch(0), first_batch(0), first_batch(1)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+    assert torch.equal(dm.dataset("val")[0][0], plain.dataset("val")[0][0])
+    assert torch.equal(dm.dataset("train")[3][0], plain.dataset("train")[3][0])  # eval view
+    assert not torch.equal(dm.dataset("train", augment=True)[3][0], plain.dataset("train")[3][0])
+
+
+def test_missing_file_names_path_and_fixes(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        BreastMNISTDataModule(str(tmp_path)).setup()
+    message = str(err.value)
+    assert str(tmp_path / "breastmnist.npz") in message
+    assert "BREASTCLS_DATA_DIR" in message and "data.download=true" in message
+
+
+def test_missing_larger_size_names_its_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"breastmnist_64\.npz"):
+        load_breastmnist(tmp_path, size=64)
+
+
+def test_corrupt_npz(tmp_path):
+    (tmp_path / "breastmnist.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    with pytest.raises(ValueError, match="not a readable npz"):
+        load_breastmnist(tmp_path)
+
+
+def test_npz_with_wrong_shapes(tmp_path):
+    arrays = {f"{s}_{k}": np.zeros((4, 32, 32) if k == "images" else (4, 1), np.uint8)
+              for s in ("train", "val", "test") for k in ("images", "labels")}
+    np.savez(tmp_path / "breastmnist.npz", **arrays)
+    with pytest.raises(ValueError, match=r"expected \(N, 28, 28\)"):
+        load_breastmnist(tmp_path)
+
+
+def test_npz_missing_key(tmp_path):
+    np.savez(tmp_path / "breastmnist.npz", train_images=np.zeros((2, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="lacks the array"):
+        load_breastmnist(tmp_path)
+
+
+@pytest.mark.parametrize("size", [32, 0])
+def test_unsupported_size(size, tmp_path):
+    with pytest.raises(ValueError, match="sizes \\(28, 64, 128, 224\\)"):
+        BreastMNISTDataModule(str(tmp_path), size=size)
