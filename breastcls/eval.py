@@ -9,12 +9,12 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from breastcls.config import register_resolvers
 from breastcls.evaluation import evaluate_splits, load_checkpoint
 from breastcls.instantiate import single_device_trainer
-from breastcls.reporting import print_metrics_table
+from breastcls.reporting import print_result
 
 register_resolvers()
 
@@ -25,8 +25,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model, info = load_checkpoint(cfg.ckpt_path, cfg.module_class)
     result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
-                             cfg.eval_splits, Path(cfg.paths.output_dir), info)
-    print_metrics_table(result.metrics, f"eval: {cfg.ckpt_path}")
+                             cfg.eval_splits, Path(cfg.paths.output_dir), info,
+                             OmegaConf.to_container(cfg.evaluation, resolve=True))
+    print_result(result, f"eval: {cfg.ckpt_path}")
     return result.flat()
 
 

@@ -1,21 +1,25 @@
-"""Evaluate a trained classifier on data splits: predictions, metrics and their files."""
+"""Evaluate a trained classifier on data splits: predictions, metrics, intervals and files."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pandas as pd
 import torch
 from hydra.utils import get_class
 from torch.utils.data import DataLoader
 
-from breastcls.metrics import compute_metrics, confusion_matrix, predict_labels
+from breastcls.analysis.bootstrap import bootstrap_ci
+from breastcls.analysis.thresholds import select_threshold
+from breastcls.metrics import compute_metrics, confusion_matrix, metric_inputs, predict_labels
+from breastcls.models.classifier import check_input_shape
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ class Predictions:
         order = index.argsort()
         return cls(probs[order], labels[order], index[order])
 
+    def subset(self, keep: torch.Tensor) -> Predictions:
+        return Predictions(self.probs[keep], self.labels[keep], self.index[keep])
+
     def metrics(self, positive_class: int, threshold: float = 0.5) -> dict[str, float]:
         values = compute_metrics(self.probs, self.labels, positive_class, threshold)
         values["auc_acc_mean"] = (values["auc"] + values["acc"]) / 2
@@ -53,11 +60,13 @@ class Predictions:
 
 @dataclass
 class EvaluationResult:
-    """Metrics per split of one checkpoint, plus what is needed to read them."""
+    """Metrics per split of one checkpoint (at its operating threshold), their bootstrap
+    intervals, and what is needed to read them."""
 
     metrics: dict[str, dict[str, float]]
     confusion: dict[str, list[list[int]]]
     predictions: dict[str, Predictions] = field(repr=False)
+    intervals: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
@@ -65,7 +74,9 @@ class EvaluationResult:
         return {f"{split}/{k}": v for split, m in self.metrics.items() for k, v in m.items()}
 
     def to_json(self, path: Path) -> None:
-        payload = {**self.info, **self.metrics, "confusion_matrix": self.confusion}
+        payload = {**self.info, **self.metrics,
+                   **{f"{split}_ci": ci for split, ci in self.intervals.items()},
+                   "confusion_matrix": self.confusion}
         path.write_text(json.dumps(payload, indent=2))
 
 
@@ -84,24 +95,68 @@ def load_checkpoint(path: str | Path, module_class: str) -> tuple[L.LightningMod
                     "global_step": checkpoint.get("global_step")}
 
 
+def store_threshold(path: str | Path, threshold: float) -> None:
+    """Write the operating threshold into a checkpoint's hyperparameters, so eval and predict
+    apply it unchanged."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["threshold"] = threshold
+    torch.save(checkpoint, path)
+
+
 def predict(trainer: L.Trainer, model: L.LightningModule, loader: DataLoader) -> Predictions:
     return Predictions.from_batches(trainer.predict(model, dataloaders=loader))
 
 
 def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule,
                     splits: Sequence[str], output_dir: Path | None = None,
-                    info: dict[str, Any] | None = None) -> EvaluationResult:
-    """Predict each split with ``model`` and score it; write ``{split}_predictions.csv`` and
-    ``metrics.json`` into ``output_dir`` when given."""
+                    info: Mapping[str, Any] | None = None,
+                    settings: Mapping[str, Any] | None = None) -> EvaluationResult:
+    """Predict and score each split; write ``{split}_predictions.csv`` and ``metrics.json``.
+
+    ``settings`` (conf/evaluation): a threshold chosen on the val predictions alone, before any
+    other split is predicted, replaces ``model.hparams.threshold``; bootstrap intervals; an
+    optional ``test_dedup`` split without the listed test images.
+    """
+    settings = settings or {}
     positive = model.hparams.positive_class
+    check_input_shape(model, datamodule.input_shape)
+    rule = settings.get("threshold") or {}
+    order = ["val", *splits] if rule.get("method") else list(splits)
+
+    predictions: dict[str, Predictions] = {}
+    choice = None
+    for split in dict.fromkeys(order):
+        predictions[split] = predict(trainer, model, datamodule.eval_dataloader(split))
+        if split == "val" and rule.get("method"):
+            val = predictions["val"]
+            choice = select_threshold(*metric_inputs(val.probs, val.labels, positive),
+                                      method=rule["method"], beta=rule.get("beta", 2.0),
+                                      target_sensitivity=rule.get("target_sensitivity", 0.9))
+            model.hparams.threshold = choice.threshold
     threshold = model.hparams.get("threshold", 0.5)
-    predictions = {s: predict(trainer, model, datamodule.eval_dataloader(s)) for s in splits}
+    if settings.get("exclude_test") and "test" in predictions:
+        predictions["test_dedup"] = _without(predictions["test"], settings["exclude_test"])
+
+    metrics = {s: p.metrics(positive, threshold) for s, p in predictions.items()}
+    if threshold != 0.5:
+        metrics.update({f"{s}@0.5": p.metrics(positive, 0.5) for s, p in predictions.items()})
+    boot = settings.get("bootstrap") or {}
+    intervals = {}
+    if boot.get("n_resamples"):
+        intervals = {s: bootstrap_ci(p.probs, p.labels, positive, threshold,
+                                     n_resamples=boot["n_resamples"],
+                                     confidence=boot.get("confidence", 0.95),
+                                     seed=boot.get("seed", 0))
+                     for s, p in predictions.items()}
     result = EvaluationResult(
-        metrics={s: p.metrics(positive, threshold) for s, p in predictions.items()},
+        metrics=metrics,
         confusion={s: confusion_matrix(p.probs, p.labels, positive, threshold)
                    for s, p in predictions.items()},
         predictions=predictions,
+        intervals=intervals,
         info={"positive_class": datamodule.class_names[positive], "threshold": threshold,
+              "threshold_selection": choice.to_dict() if choice else None,
+              "bootstrap": dict(boot) if intervals else None,
               "class_names": list(datamodule.class_names), **(info or {})},
     )
     if output_dir is not None:
@@ -110,4 +165,37 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
             p.to_csv(output_dir / f"{split}_predictions.csv", datamodule.class_names, positive,
                      threshold)
         result.to_json(output_dir / "metrics.json")
+        if getattr(datamodule, "split_table", None) is not None:
+            datamodule.split_table.to_csv(output_dir / "splits.csv", index=False)
+        if settings.get("plots"):
+            result.info["plots"] = [str(p) for p in save_plots(
+                output_dir, model, datamodule, result, settings.get("gradcam", 0))]
     return result
+
+
+def _without(test: Predictions, csv_path: str | Path) -> Predictions:
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation.exclude_test: no such file {path.resolve()} (write "
+                                "it with `python -m breastcls.audit`)")
+    excluded = torch.tensor(pd.read_csv(path)["index"].to_numpy(), dtype=torch.long)
+    return test.subset(~torch.isin(test.index, excluded))
+
+
+def save_plots(output_dir: Path, model: L.LightningModule, datamodule: L.LightningDataModule,
+               result: EvaluationResult, gradcam: int = 0) -> list[Path]:
+    """The run's figures into ``output_dir/plots`` (for the test split when scored)."""
+    from breastcls.analysis.gradcam import save_gradcam
+    from breastcls.analysis.plots import confident_mistakes, save_all
+
+    split = "test" if "test" in result.predictions else next(iter(result.predictions))
+    positive, threshold = model.hparams.positive_class, result.info["threshold"]
+    dataset = datamodule.dataset(split)
+    paths = save_all(output_dir, {split: result.predictions[split]}, datamodule.class_names,
+                     positive, threshold, images={split: dataset.images},
+                     metrics_csv=output_dir / "csv" / "metrics.csv", split=split)
+    rows = confident_mistakes(result.predictions[split], positive, threshold, limit=gradcam)
+    if gradcam and rows:
+        paths.append(save_gradcam(output_dir / "plots" / f"{split}_gradcam.png", model, dataset,
+                                  rows, datamodule.class_names, positive, threshold))
+    return paths

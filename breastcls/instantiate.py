@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
@@ -56,3 +57,17 @@ def single_device_trainer(trainer_cfg: DictConfig) -> Any:
     return instantiate(trainer_cfg, devices=1, num_nodes=1, strategy="auto", sync_batchnorm=False,
                        logger=False, callbacks=[], enable_progress_bar=False,
                        enable_model_summary=False)
+
+
+def log_final_results(loggers: list[Logger], result: Any, step: int) -> None:
+    """Test metrics (and W&B images of the plots) once the best checkpoint is scored."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    test = {f"test/{k}": v for k, v in result.metrics.get("test", {}).items()}
+    for lg in loggers:
+        lg.log_metrics(test, step=step)
+        plots = result.info.get("plots") or []
+        if isinstance(lg, WandbLogger) and plots:
+            lg.log_image(key="plots", images=plots, step=step,
+                         caption=[Path(p).stem for p in plots])
+        lg.finalize("success")

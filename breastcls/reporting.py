@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 from rich import box
@@ -12,6 +13,9 @@ from rich.table import Table
 from rich.tree import Tree
 
 from breastcls.metrics import TABLE_METRICS
+
+if TYPE_CHECKING:
+    from breastcls.evaluation import EvaluationResult
 
 COLUMN_TITLES = {"auc": "AUC", "acc": "ACC", "auprc": "AUPRC", "recall": "Recall", "f1": "F1",
                  "precision": "Prec", "f2": "F2", "specificity": "Spec", "balanced_acc": "BalACC"}
@@ -44,3 +48,29 @@ def print_config_tree(cfg: DictConfig, first: tuple[str, ...] = ("data", "model"
         text = OmegaConf.to_yaml(value, resolve=True) if is_group else str(value)
         tree.add(key).add(Syntax(text, "yaml"))
     Console().print(tree)
+
+
+def interval_table(intervals: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> Table:
+    """Rows are metrics, columns splits: ``value (low-high)``."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("metric")
+    for split in intervals:
+        table.add_column(split, justify="right")
+    for name in TABLE_METRICS:
+        cells = []
+        for ci in intervals.values():
+            c = ci.get(name)
+            cells.append(f"{c['value']:.3f} ({c['low']:.3f}-{c['high']:.3f})" if c else "-")
+        table.add_row(COLUMN_TITLES[name], *cells)
+    return table
+
+
+def print_result(result: EvaluationResult, title: str) -> None:
+    """The metrics table, then the bootstrap intervals of the held-out splits."""
+    console = Console()
+    threshold = result.info.get("threshold", 0.5)
+    console.print(metrics_table(result.metrics, f"{title}, threshold {threshold:.3g}"))
+    held_out = {s: ci for s, ci in result.intervals.items() if s != "train"}
+    if held_out:
+        level = (result.info.get("bootstrap") or {}).get("confidence", 0.95)
+        console.print(interval_table(held_out, f"{level:.0%} bootstrap intervals"))

@@ -12,18 +12,19 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from breastcls.config import metric_value, register_resolvers
-from breastcls.evaluation import evaluate_splits, load_checkpoint
+from breastcls.evaluation import evaluate_splits, load_checkpoint, store_threshold
 from breastcls.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
+    log_final_results,
     log_hyperparameters,
     single_device_trainer,
 )
 from breastcls.loggers import finish_wandb
-from breastcls.reporting import print_config_tree, print_metrics_table
+from breastcls.reporting import print_config_tree, print_result
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -50,20 +51,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = _best_checkpoint(trainer)
     if best:
         model, ckpt_info = load_checkpoint(best, cfg.model._target_)
+        score = trainer.checkpoint_callback.best_model_score  # None without a monitor
         info.update(ckpt_info, monitor=trainer.checkpoint_callback.monitor,
-                    best_score=float(trainer.checkpoint_callback.best_model_score),
+                    best_score=None if score is None else float(score),
                     best_epoch=ckpt_info["epoch"])
     else:
         log.warning("No best checkpoint was saved (checkpointing off or fast_dev_run): "
                     "evaluating the final weights.")
     result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
-                             cfg.eval_splits, Path(cfg.paths.output_dir), info)
-    for lg in loggers:
-        lg.log_metrics({f"test/{k}": v for k, v in result.metrics.get("test", {}).items()},
-                       step=trainer.global_step)
-        lg.finalize("success")
-    print_metrics_table(result.metrics, f"{cfg.get('task_name', 'train')}: best checkpoint "
-                        f"(epoch {info.get('best_epoch', trainer.current_epoch)})")
+                             cfg.eval_splits, Path(cfg.paths.output_dir), info,
+                             OmegaConf.to_container(cfg.evaluation, resolve=True))
+    if best and result.info["threshold_selection"]:
+        store_threshold(best, result.info["threshold"])
+    log_final_results(loggers, result, step=trainer.global_step)
+    print_result(result, f"{cfg.task_name}: best checkpoint "
+                 f"(epoch {info.get('best_epoch', trainer.current_epoch)})")
     return result.flat()
 
 

@@ -36,7 +36,7 @@ def read_runs(sweep_dir: Path) -> list[dict[str, Any]]:
         if "best_epoch" in data:
             row["best_epoch"] = data["best_epoch"]
         for split, values in data.items():
-            if split == "confusion_matrix" or not isinstance(values, dict):
+            if not isinstance(values, dict) or "acc" not in values:  # settings, intervals
                 continue
             row.update({f"{split}/{k}": v for k, v in values.items()
                         if isinstance(v, int | float) and not isinstance(v, bool)})

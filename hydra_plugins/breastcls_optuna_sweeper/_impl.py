@@ -121,7 +121,7 @@ class OptunaSweeperImpl(Sweeper):
         to_ask = max(self.n_trials - done, 0)
         log.info("Optuna study %r in %s: %d trials held, %d to run%s", self.study_name, url,
                  done, to_ask + len(reruns),
-                 f" ({len(reruns)} interrupted ones again)" if reruns else "")
+                 f" ({len(reruns)} re-run after an interruption)" if reruns else "")
         batch_size = self._batch_size()
         while reruns or to_ask:
             batch, reruns = reruns[:batch_size], reruns[batch_size:]
