@@ -25,7 +25,7 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Tab
     """Rows are splits, columns the study's metrics (AUC, ACC, AUPRC, Recall, F1, Precision)
     followed by F2, specificity and balanced accuracy."""
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    table.add_column("split")
+    table.add_column("split", min_width=max(map(len, metrics), default=5))
     for name in TABLE_METRICS:
         table.add_column(COLUMN_TITLES[name], justify="right", min_width=len(COLUMN_TITLES[name]))
     for split, values in metrics.items():
@@ -34,7 +34,7 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Tab
 
 
 def print_metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> None:
-    Console().print(metrics_table(metrics, title))
+    _console().print(metrics_table(metrics, title))
 
 
 def print_config_tree(cfg: DictConfig, first: tuple[str, ...] = ("data", "model", "trainer")
@@ -47,7 +47,7 @@ def print_config_tree(cfg: DictConfig, first: tuple[str, ...] = ("data", "model"
         is_group = isinstance(value, DictConfig)
         text = OmegaConf.to_yaml(value, resolve=True) if is_group else str(value)
         tree.add(key).add(Syntax(text, "yaml"))
-    Console().print(tree)
+    _console().print(tree)
 
 
 def interval_table(intervals: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> Table:
@@ -67,10 +67,16 @@ def interval_table(intervals: Mapping[str, Mapping[str, Mapping[str, float]]], t
 
 def print_result(result: EvaluationResult, title: str) -> None:
     """The metrics table, then the bootstrap intervals of the held-out splits."""
-    console = Console()
+    console = _console()
     threshold = result.info.get("threshold", 0.5)
     console.print(metrics_table(result.metrics, f"{title}, threshold {threshold:.3g}"))
     held_out = {s: ci for s, ci in result.intervals.items() if s != "train"}
     if held_out:
         level = (result.info.get("bootstrap") or {}).get("confidence", 0.95)
         console.print(interval_table(held_out, f"{level:.0%} bootstrap intervals"))
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; wide enough for the tables in logs and pipes."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
