@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from breastcls.data.breastmnist import BreastMNISTDataModule, load_breastmnist
 from breastcls.data.folds import CrossValidation, assign_folds
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +69,26 @@ def test_datamodule_under_cv(data_dir):
 def test_bad_cv_settings(bad, tmp_path):
     with pytest.raises(ValueError, match="cv\\."):
         BreastMNISTDataModule(str(tmp_path), cv=bad)
+
+
+def test_cv_multirun_writes_folds_and_summary(data_dir, tmp_path):
+    sweep = tmp_path / "cv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "breastcls.train", "-m", "cv.folds=3", "cv.fold=0,1,2",
+         f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", "extras.print_config=false",
+         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "eval_splits=[val]", "evaluation.plots=false", "evaluation.bootstrap.n_resamples=0",
+         "callbacks.rich_progress_bar=null"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tables = [pd.read_csv(sweep / str(k) / "splits.csv") for k in range(3)]
+    assert all(t.fold.tolist() == tables[0].fold.tolist() for t in tables)  # one assignment
+    val_sets = [set(t.pool_index[t.role == "val"]) for t in tables]
+    assert sum(map(len, val_sets)) == len(set().union(*val_sets)) == 624
+    for k in range(3):
+        scored = pd.read_csv(sweep / str(k) / "val_predictions.csv")
+        assert set(scored["index"]) == val_sets[k]
+    summary = pd.read_csv(sweep / "summary.csv")
+    row = summary[(summary.split == "val") & (summary.metric == "auc")].iloc[0]
+    assert row["count"] == 3 and row["std"] >= 0
