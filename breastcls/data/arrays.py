@@ -26,8 +26,8 @@ class ArrayDataset(Dataset):
         indices: Sequence[int] | torch.Tensor | None = None,
     ) -> None:
         if images.ndim != 4 or images.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {tuple(images.shape)} "
-                             f"{images.dtype}")
+            raise ValueError("expected uint8 images of shape (N, C, H, W), got "
+                             f"{tuple(images.shape)} {images.dtype}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images

@@ -28,6 +28,12 @@ CLASS_NAMES = ("malignant", "normal_benign")
 POSITIVE_CLASS = 0
 
 
+def check_size(size: int) -> None:
+    if size not in SIZES:
+        raise ValueError(f"BreastMNIST comes in sizes {SIZES}; data.size={size} is not one of "
+                         "them.")
+
+
 def npz_filename(size: int) -> str:
     return "breastmnist.npz" if size == 28 else f"breastmnist_{size}.npz"
 
@@ -35,8 +41,7 @@ def npz_filename(size: int) -> str:
 def load_breastmnist(data_dir: str | Path, size: int = 28, download: bool = False
                      ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Return ``{split: (images uint8 (N, H, W), labels int (N,))}`` from the medmnist npz."""
-    if size not in SIZES:
-        raise ValueError(f"BreastMNIST comes in sizes {SIZES}; data.size={size} is not one of them.")
+    check_size(size)
     data_dir = Path(data_dir).expanduser()
     path = data_dir / npz_filename(size)
     if not path.is_file():
@@ -92,9 +97,7 @@ class BreastMNISTDataModule(L.LightningDataModule):
         cv: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__()
-        if size not in SIZES:
-            raise ValueError(f"BreastMNIST comes in sizes {SIZES}; data.size={size} is not one "
-                             "of them.")
+        check_size(size)
         self.data_dir = data_dir
         self.size = size
         self.as_rgb = as_rgb
