@@ -16,6 +16,7 @@ RUN pip install -c requirements/constraints.txt torch===2.13.0 torchvision===0.2
 COPY pyproject.toml README.md ./
 COPY breastcls breastcls
 COPY conf conf
+COPY hydra_plugins hydra_plugins
 RUN pip install -c requirements/constraints.txt -e .
 
 VOLUME ["/data", "/app/logs", "/app/multirun_sweeps"]
