@@ -33,10 +33,6 @@ def metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Tab
     return table
 
 
-def print_metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> None:
-    _console().print(metrics_table(metrics, title))
-
-
 def print_config_tree(cfg: DictConfig, first: tuple[str, ...] = ("data", "model", "trainer")
                       ) -> None:
     """The resolved run config as a rich tree, the main groups first."""
