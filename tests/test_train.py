@@ -184,3 +184,12 @@ def test_image_the_model_cannot_take(data_dir, tmp_path):
     cfg = fast_cfg(data_dir, tmp_path, "data.as_rgb=true", "model.backbone.in_channels=1")
     with pytest.raises(ValueError, match=r"cannot take images of shape \(3, 28, 28\)"):
         train(cfg)
+
+
+def test_ema_weights_change_the_scored_model(data_dir, tmp_path):
+    runs = [train(fast_cfg(data_dir, tmp_path / name, "eval_splits=[val]",
+                           "trainer.limit_train_batches=4", *extra))
+            for name, extra in (("plain", []), ("ema", ["callbacks=[default,ema]"]))]
+    assert runs[0]["val/auc"] != runs[1]["val/auc"]
+    best = json.loads((tmp_path / "ema" / "metrics.json").read_text())["checkpoint"]
+    assert torch.load(best, weights_only=True)["state_dict"]
