@@ -112,3 +112,21 @@ def test_class_weights_validation():
     with pytest.raises(ValueError, match="'balanced'"):
         ImageClassifier(backbone={"_target_": "breastcls.models.resnet.build_resnet"},
                         optimizer=SGD, class_weights="inverse")
+
+
+@pytest.mark.parametrize("mix", [{"mixup_alpha": 1.0}, {"cutmix_alpha": 1.0},
+                                 {"mixup_alpha": 0.4, "cutmix_alpha": 1.0}])
+def test_batch_mixing_changes_the_training_loss_only(mix):
+    spec = {"_target_": "breastcls.models.resnet.build_resnet", "in_channels": 1}
+    torch.manual_seed(0)
+    plain = ImageClassifier(backbone=spec, optimizer=SGD, label_smoothing=0.1)
+    mixed = ImageClassifier(backbone=spec, optimizer=SGD, label_smoothing=0.1, **mix)
+    mixed.load_state_dict(plain.state_dict())
+    batch = (torch.randn(8, 1, 28, 28), torch.tensor([0, 1] * 4), torch.arange(8))
+    plain.eval(), mixed.eval()
+    assert torch.equal(plain(batch[0]), mixed(batch[0]))  # evaluation is untouched
+    plain.train(), mixed.train()
+    for model in (plain, mixed):
+        model.log = lambda *args, **kwargs: None
+    torch.manual_seed(1)
+    assert not torch.isclose(plain.training_step(batch, 0), mixed.training_step(batch, 0))

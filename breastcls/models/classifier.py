@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
+from torchvision.transforms import v2
 
 from breastcls.metrics import classification_metrics, metric_inputs
 
@@ -35,6 +36,8 @@ class ImageClassifier(L.LightningModule):
         class_weights: str | list[float] | None = None,
         label_smoothing: float = 0.0,
         threshold: float = 0.5,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
         super().__init__()
         # Plain containers only: Lightning loads checkpoints with weights_only=True.
@@ -44,6 +47,7 @@ class ImageClassifier(L.LightningModule):
         self.backbone: nn.Module = instantiate(dict(backbone), num_classes=num_classes)
         self.register_buffer("loss_weights", _fixed_class_weights(class_weights, num_classes),
                              persistent=False)
+        self.batch_mix = _batch_mix(mixup_alpha, cutmix_alpha, num_classes)
         self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
         self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
         self.test_metrics = classification_metrics(num_classes, threshold).clone("test/")
@@ -60,18 +64,22 @@ class ImageClassifier(L.LightningModule):
             self.loss_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
         check_input_shape(self, datamodule.input_shape)
 
-    def _step(self, batch: tuple[torch.Tensor, ...], metrics) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: tuple[torch.Tensor, ...], metrics, mix: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch
+        target = y
+        if mix and self.batch_mix is not None:  # soft targets; metrics keep the hard labels
+            x, target = self.batch_mix(x, y)
         logits = self(x)
         weight = self.loss_weights if self.loss_weights.numel() else None
-        loss = F.cross_entropy(logits, y, weight=weight,
+        loss = F.cross_entropy(logits, target, weight=weight,
                                label_smoothing=self.hparams.label_smoothing)
         probs = logits.detach().float().softmax(dim=1)
         metrics.update(*metric_inputs(probs, y, self.hparams.positive_class))
         return loss, probs
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, self.train_metrics)
+        loss, _ = self._step(batch, self.train_metrics, mix=True)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
                  batch_size=len(batch[0]))
         return loss
@@ -113,6 +121,15 @@ class ImageClassifier(L.LightningModule):
         loop = {k: cfg.pop(k) for k in SCHEDULER_LOOP_KEYS if k in cfg}
         scheduler = instantiate(cfg, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **loop}}
+
+
+def _batch_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> nn.Module | None:
+    """MixUp and/or CutMix (torchvision), one of them picked per batch when both are on."""
+    mixers = [cls(alpha=alpha, num_classes=num_classes)
+              for cls, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if alpha > 0]
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 def _plain(value: Any) -> Any:
