@@ -43,9 +43,7 @@ class Predictions:
         return Predictions(self.probs[keep], self.labels[keep], self.index[keep])
 
     def metrics(self, positive_class: int, threshold: float = 0.5) -> dict[str, float]:
-        values = compute_metrics(self.probs, self.labels, positive_class, threshold)
-        values["auc_acc_mean"] = (values["auc"] + values["acc"]) / 2
-        return values
+        return compute_metrics(self.probs, self.labels, positive_class, threshold)
 
     def to_csv(self, path: Path, class_names: Sequence[str], positive_class: int,
                threshold: float = 0.5) -> None:

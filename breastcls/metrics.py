@@ -103,7 +103,9 @@ def predict_labels(probs: torch.Tensor, positive_class: int, threshold: float = 
 
 def compute_metrics(probs: torch.Tensor, labels: torch.Tensor, positive_class: int,
                     threshold: float = 0.5) -> dict[str, float]:
-    """All table metrics of one set of predictions, as plain floats."""
+    """All table metrics of one set of predictions, plus the monitored ``auc_acc_mean``."""
     collection = classification_metrics(probs.shape[1], threshold, sync_on_compute=False)
     collection.update(*metric_inputs(probs.float(), labels.long(), positive_class))
-    return {name: float(value) for name, value in collection.compute().items()}
+    values = {name: float(value) for name, value in collection.compute().items()}
+    values["auc_acc_mean"] = (values["auc"] + values["acc"]) / 2
+    return values

@@ -95,10 +95,9 @@ def _loop_metrics(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray, posit
                   threshold: float) -> dict[str, np.ndarray]:
     per_resample = []
     for idx in rows:
-        m = compute_metrics(torch.from_numpy(probs[idx]), torch.from_numpy(labels[idx]),
-                            positive_class, threshold)
-        m["auc_acc_mean"] = (m["auc"] + m["acc"]) / 2
-        per_resample.append(m)
+        per_resample.append(compute_metrics(torch.from_numpy(probs[idx]),
+                                            torch.from_numpy(labels[idx]), positive_class,
+                                            threshold))
     return {k: np.array([m[k] for m in per_resample]) for k in per_resample[0]}
 
 
@@ -107,7 +106,7 @@ def bootstrap_ci(probs: ArrayLike, labels: ArrayLike, positive_class: int,
                  seed: int = 0) -> dict[str, dict[str, float]]:
     """``{metric: {"value", "low", "high"}}`` for class probabilities ``(N, C)`` and labels.
 
-    ``value`` is the metric on the data as given (``compute_metrics`` plus ``auc_acc_mean``);
+    ``value`` is the metric on the data as given (``compute_metrics``);
     ``low``/``high`` bound the central ``confidence`` interval of the stratified resamples.
     """
     if n_resamples < 1 or not 0 < confidence < 1:
@@ -117,7 +116,6 @@ def bootstrap_ci(probs: ArrayLike, labels: ArrayLike, positive_class: int,
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     point = compute_metrics(torch.from_numpy(probs), torch.from_numpy(labels), positive_class,
                             threshold)
-    point["auc_acc_mean"] = (point["auc"] + point["acc"]) / 2
     rows = stratified_resamples(labels, n_resamples, seed)
     if probs.shape[1] == 2:
         targets = (labels == positive_class).astype(np.int64)

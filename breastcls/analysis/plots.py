@@ -11,12 +11,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import (
-    auc,
-    average_precision_score,
-    precision_recall_curve,
-    roc_curve,
-)
+from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
 from breastcls.evaluation import Predictions
 from breastcls.metrics import confusion_matrix, predict_labels
@@ -54,13 +49,11 @@ def plot_roc(pred: Predictions, class_names: Sequence[str], positive_class: int,
              title: str = "ROC") -> Path:
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    for name, (score, target) in _one_vs_rest(pred, class_names, positive_class).items():
-        fpr, tpr, _ = roc_curve(target, score)
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
-    ax.set(xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title=title,
-           xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower right")
+    curves = _one_vs_rest(pred, class_names, positive_class)
+    for k, (name, (score, target)) in enumerate(curves.items()):
+        RocCurveDisplay.from_predictions(target, score, name=name, ax=ax,
+                                         plot_chance_level=k == len(curves) - 1)
+    ax.set(xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title=title)
     return _save(fig, path)
 
 
@@ -69,12 +62,9 @@ def plot_pr(pred: Predictions, class_names: Sequence[str], positive_class: int, 
     fig = Figure(figsize=(4.5, 4.5), layout="constrained")
     ax = fig.subplots()
     for name, (score, target) in _one_vs_rest(pred, class_names, positive_class).items():
-        precision, recall, _ = precision_recall_curve(target, score)
-        ap = average_precision_score(target, score)
-        ax.step(recall, precision, where="post", label=f"{name} (AP {ap:.3f})")
-        ax.axhline(target.mean(), ls="--", color="grey", lw=0.8)  # chance level
-    ax.set(xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="lower left")
+        PrecisionRecallDisplay.from_predictions(target, score, name=name, ax=ax,
+                                                plot_chance_level=True)
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title=title)
     return _save(fig, path)
 
 
