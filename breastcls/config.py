@@ -8,9 +8,13 @@ from omegaconf import OmegaConf
 
 
 def register_resolvers() -> None:
-    """``${num_channels:${data.as_rgb}}``: the channel count a backbone must accept."""
+    """``${num_channels:${data.as_rgb}}``: the channel count a backbone must accept;
+    ``${coalesce:${data.resize},${data.size}}``: the first value that is not null."""
     if not OmegaConf.has_resolver("num_channels"):
         OmegaConf.register_new_resolver("num_channels", lambda as_rgb: 3 if as_rgb else 1)
+    if not OmegaConf.has_resolver("coalesce"):
+        OmegaConf.register_new_resolver(
+            "coalesce", lambda *values: next((v for v in values if v is not None), None))
 
 
 def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:

@@ -17,7 +17,7 @@ from hydra.utils import get_class
 from torch.utils.data import DataLoader
 
 from breastcls.analysis.bootstrap import bootstrap_ci
-from breastcls.analysis.thresholds import select_threshold
+from breastcls.analysis.thresholds import ThresholdChoice, select_threshold
 from breastcls.metrics import compute_metrics, confusion_matrix, metric_inputs, predict_labels
 from breastcls.models.classifier import check_input_shape
 
@@ -111,13 +111,15 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
                     settings: Mapping[str, Any] | None = None) -> EvaluationResult:
     """Predict and score each split; write ``{split}_predictions.csv`` and ``metrics.json``.
 
-    ``settings`` (conf/evaluation): a threshold chosen on the val predictions alone, before any
-    other split is predicted, replaces ``model.hparams.threshold``; bootstrap intervals; an
-    optional ``test_dedup`` split without the listed test images.
+    ``settings`` (conf/evaluation): test-time flips for every split; a threshold chosen on the
+    val predictions alone, before any other split is predicted, replaces
+    ``model.hparams.threshold``; bootstrap intervals; an optional ``test_dedup`` split without
+    the listed test images.
     """
     settings = settings or {}
     positive = model.hparams.positive_class
     check_input_shape(model, datamodule.input_shape)
+    model.predict_tta = _plain_list(settings.get("tta"))
     rule = settings.get("threshold") or {}
     order = ["val", *splits] if rule.get("method") else list(splits)
 
@@ -126,12 +128,33 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
     for split in dict.fromkeys(order):
         predictions[split] = predict(trainer, model, datamodule.eval_dataloader(split))
         if split == "val" and rule.get("method"):
-            val = predictions["val"]
-            choice = select_threshold(*metric_inputs(val.probs, val.labels, positive),
-                                      method=rule["method"], beta=rule.get("beta", 2.0),
-                                      target_sensitivity=rule.get("target_sensitivity", 0.9))
+            choice = choose_threshold(predictions["val"], positive, rule)
             model.hparams.threshold = choice.threshold
-    threshold = model.hparams.get("threshold", 0.5)
+    result = score_predictions(predictions, positive, datamodule.class_names,
+                               model.hparams.get("threshold", 0.5), settings, choice, info)
+    if output_dir is not None:
+        write_result(result, output_dir)
+        if getattr(datamodule, "split_table", None) is not None:
+            datamodule.split_table.to_csv(output_dir / "splits.csv", index=False)
+        if settings.get("plots"):
+            result.info["plots"] = [str(p) for p in save_plots(
+                output_dir, model, datamodule, result, settings.get("gradcam", 0))]
+    return result
+
+
+def choose_threshold(val: Predictions, positive: int, rule: Mapping[str, Any]) -> ThresholdChoice:
+    """The operating threshold from validation predictions (conf/evaluation ``threshold``)."""
+    return select_threshold(*metric_inputs(val.probs, val.labels, positive),
+                            method=rule["method"], beta=rule.get("beta", 2.0),
+                            target_sensitivity=rule.get("target_sensitivity", 0.9))
+
+
+def score_predictions(predictions: dict[str, Predictions], positive: int,
+                      class_names: Sequence[str], threshold: float,
+                      settings: Mapping[str, Any], choice: ThresholdChoice | None = None,
+                      info: Mapping[str, Any] | None = None) -> EvaluationResult:
+    """Metrics at ``threshold`` (and at 0.5), bootstrap intervals and confusion matrices."""
+    predictions = dict(predictions)
     if settings.get("exclude_test") and "test" in predictions:
         predictions["test_dedup"] = _without(predictions["test"], settings["exclude_test"])
 
@@ -146,29 +169,31 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
                                      confidence=boot.get("confidence", 0.95),
                                      seed=boot.get("seed", 0))
                      for s, p in predictions.items()}
-    result = EvaluationResult(
+    return EvaluationResult(
         metrics=metrics,
         confusion={s: confusion_matrix(p.probs, p.labels, positive, threshold)
                    for s, p in predictions.items()},
         predictions=predictions,
         intervals=intervals,
-        info={"positive_class": datamodule.class_names[positive], "threshold": threshold,
+        info={"positive_class": class_names[positive], "threshold": threshold,
               "threshold_selection": choice.to_dict() if choice else None,
               "bootstrap": dict(boot) if intervals else None,
-              "class_names": list(datamodule.class_names), **(info or {})},
+              "class_names": list(class_names), **(info or {})},
     )
-    if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        for split, p in predictions.items():
-            p.to_csv(output_dir / f"{split}_predictions.csv", datamodule.class_names, positive,
-                     threshold)
-        result.to_json(output_dir / "metrics.json")
-        if getattr(datamodule, "split_table", None) is not None:
-            datamodule.split_table.to_csv(output_dir / "splits.csv", index=False)
-        if settings.get("plots"):
-            result.info["plots"] = [str(p) for p in save_plots(
-                output_dir, model, datamodule, result, settings.get("gradcam", 0))]
-    return result
+
+
+def write_result(result: EvaluationResult, output_dir: Path) -> None:
+    """``{split}_predictions.csv`` per split and ``metrics.json`` into ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names, threshold = result.info["class_names"], result.info["threshold"]
+    positive = names.index(result.info["positive_class"])
+    for split, p in result.predictions.items():
+        p.to_csv(output_dir / f"{split}_predictions.csv", names, positive, threshold)
+    result.to_json(output_dir / "metrics.json")
+
+
+def _plain_list(value: Any) -> Any:
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
 
 
 def _without(test: Predictions, csv_path: str | Path) -> Predictions:

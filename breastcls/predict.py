@@ -1,7 +1,7 @@
 """Class probabilities for new images from a trained checkpoint.
 
     python -m breastcls.predict ckpt_path=.../checkpoints/epoch_012.ckpt input=images/ \
-        output=predictions.csv [tta=true]
+        output=predictions.csv [tta=[hflip]]
 
 ``input`` is a folder of PNG/JPEG files or an ``.npz`` (key ``images``, or ``<split>_images``
 with ``split=...``). Images are converted to the model's channels, resized to the training size
@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import nn
 
-from breastcls.data.arrays import build_transform
+from breastcls.data.arrays import build_transform, upsample
 from breastcls.evaluation import load_checkpoint
 from breastcls.metrics import predict_labels
+from breastcls.models.classifier import class_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,11 @@ def read_npz(path: Path, channels: int, size: int | None, split: str | None = No
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: np.ndarray, mean: Sequence[float],
-                  std: Sequence[float], tta: bool = False, batch_size: int = 256) -> torch.Tensor:
+                  std: Sequence[float], tta: bool | Sequence[str] | None = None,
+                  batch_size: int = 256) -> torch.Tensor:
     """Softmax probabilities for uint8 images (N, C, H, W), normalised like the data module.
 
-    ``tta`` averages the probabilities over the image and its horizontal and vertical flips.
+    ``tta`` averages the probabilities over the image and the named flips (``True``: both).
     """
     transform = build_transform(None, mean, std, images.shape[1])
     model.eval()
@@ -111,8 +113,7 @@ def predict_probs(model: nn.Module, images: np.ndarray, mean: Sequence[float],
     out = []
     for start in range(0, len(images), batch_size):
         x = transform(torch.from_numpy(images[start:start + batch_size])).to(device)
-        views = [x, x.flip(-1), x.flip(-2)] if tta else [x]
-        out.append(torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(0).cpu())
+        out.append(class_probabilities(model, x, tta).cpu())
     return torch.cat(out)
 
 
@@ -131,6 +132,8 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
         images, info = read_npz(source, channels, size, cfg.get("split"), cfg.interpolation)
     else:
         raise FileNotFoundError(f"input={source}: expected a folder of images or an .npz file")
+    resize = cfg.resize if cfg.get("resize") is not None else data_cfg.get("resize")
+    images = upsample(torch.from_numpy(images), resize).numpy()
     probs = predict_probs(model, images, list(normalize["mean"]), list(normalize["std"]),
                           cfg.tta, cfg.batch_size)
     positive = model.hparams.positive_class

@@ -96,6 +96,20 @@ def test_predict_tta_averages_flips(tmp_path, checkpoint, test_images):
     assert not np.allclose(tta[PROB_COLUMNS], plain[PROB_COLUMNS], atol=1e-7)
 
 
+def test_eval_tta_matches_predict_tta(tmp_path, run, checkpoint, data_dir):
+    from breastcls.eval import evaluate
+
+    evaluate(compose_train([f"ckpt_path={checkpoint}", f"paths.data_dir={data_dir}",
+                            "evaluation.tta=[hflip]", "evaluation.plots=false",
+                            "evaluation.bootstrap.n_resamples=0"], tmp_path / "eval", "eval"))
+    scored = pd.read_csv(tmp_path / "eval" / "test_predictions.csv")
+    flipped = run_predict(tmp_path, checkpoint, data_dir / "breastmnist.npz", "split=test",
+                          "tta=[hflip]")
+    np.testing.assert_allclose(scored[PROB_COLUMNS], flipped[PROB_COLUMNS], atol=1e-5, rtol=0)
+    plain = pd.read_csv(run / "test_predictions.csv")
+    assert not np.allclose(scored[PROB_COLUMNS], plain[PROB_COLUMNS], atol=1e-6)
+
+
 def test_predict_rejects_bad_input(tmp_path, checkpoint):
     with pytest.raises(FileNotFoundError, match=r"no \.png"):
         run_predict(tmp_path, checkpoint, tmp_path)

@@ -46,6 +46,16 @@ class ArrayDataset(Dataset):
         return image, self.labels[i], self.indices[i]
 
 
+def upsample(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Uint8 images (N, C, H, W) resized once, bilinearly, to ``size`` x ``size`` (None: as is).
+
+    Done once up front rather than per sample so that an upsampled run costs no extra data time.
+    """
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    return v2.functional.resize(images, [size, size], antialias=True)
+
+
 def build_transform(
     augmentation: Mapping[str, Transform] | None,
     mean: Sequence[float],

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from breastcls.data.arrays import ArrayDataset, Transform, build_transform
+from breastcls.data.arrays import ArrayDataset, Transform, build_transform, upsample
 from breastcls.data.folds import CrossValidation, assign_folds
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class BreastMNISTDataModule(L.LightningDataModule):
         self,
         data_dir: str,
         size: int = 28,
+        resize: int | None = None,
         as_rgb: bool = False,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -100,6 +101,7 @@ class BreastMNISTDataModule(L.LightningDataModule):
         check_size(size)
         self.data_dir = data_dir
         self.size = size
+        self.resize = resize
         self.as_rgb = as_rgb
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -121,7 +123,8 @@ class BreastMNISTDataModule(L.LightningDataModule):
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return self.num_channels, self.size, self.size
+        side = self.resize or self.size
+        return self.num_channels, side, side
 
     def prepare_data(self) -> None:
         if self.download:
@@ -136,7 +139,7 @@ class BreastMNISTDataModule(L.LightningDataModule):
         else:
             splits, self.split_table = assign_folds(arrays, self.cv)
         for split, (images, labels, indices) in splits.items():
-            tensor = torch.from_numpy(images).unsqueeze(1)
+            tensor = upsample(torch.from_numpy(images).unsqueeze(1), self.resize)
             if self.as_rgb:
                 tensor = tensor.expand(-1, 3, -1, -1).contiguous()
             transform = self.train_transform if split == "train" else self.eval_transform

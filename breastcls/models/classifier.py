@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -51,6 +51,7 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
         self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
         self.test_metrics = classification_metrics(num_classes, threshold).clone("test/")
+        self.predict_tta: bool | list[str] | None = None  # evaluation.tta, not an hparam
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -94,7 +95,8 @@ class ImageClassifier(L.LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y, index = batch
-        return {"probs": self(x).float().softmax(dim=1), "labels": y, "index": index}
+        probs = class_probabilities(self, x, self.predict_tta)
+        return {"probs": probs, "labels": y, "index": index}
 
     def _log_epoch(self, metrics) -> dict[str, torch.Tensor]:
         values = metrics.compute()  # synchronised across processes under DDP
@@ -121,6 +123,21 @@ class ImageClassifier(L.LightningModule):
         loop = {k: cfg.pop(k) for k in SCHEDULER_LOOP_KEYS if k in cfg}
         scheduler = instantiate(cfg, optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **loop}}
+
+
+FLIP_DIMS = {"hflip": -1, "vflip": -2}
+
+
+def class_probabilities(model: nn.Module, x: torch.Tensor,
+                        tta: bool | Sequence[str] | None = None) -> torch.Tensor:
+    """Softmax probabilities, averaged over flipped views when ``tta`` names flips
+    (``hflip``, ``vflip``; ``True`` means both)."""
+    flips = list(FLIP_DIMS) if tta is True else list(tta or [])
+    unknown = sorted(set(flips) - set(FLIP_DIMS))
+    if unknown:
+        raise ValueError(f"unknown test-time augmentation {unknown}; choose from {list(FLIP_DIMS)}")
+    views = [x, *(x.flip(FLIP_DIMS[f]) for f in flips)]
+    return torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(0)
 
 
 def _batch_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> nn.Module | None:

@@ -8,7 +8,7 @@ import timm
 import torchvision
 from torch import nn
 
-from breastcls.models.weights import load_local_weights
+from breastcls.models.weights import load_local_weights, with_download_hint
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,12 @@ def build_resnet(
     download = pretrained is True
     if source == "torchvision":
         weights = "DEFAULT" if download else None
-        model = _with_download_hint(lambda: getattr(torchvision.models, arch)(weights=weights),
+        model = with_download_hint(lambda: getattr(torchvision.models, arch)(weights=weights),
                                     arch, download)
         if in_channels != 3 and not small_input:
             model.conv1 = _adapt_conv(model.conv1, in_channels)
     elif source == "timm":
-        model = _with_download_hint(
+        model = with_download_hint(
             lambda: timm.create_model(arch, pretrained=download, in_chans=in_channels), arch,
             download)
     else:
@@ -66,15 +66,3 @@ def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
                     bias=conv.bias is not None)
     new.weight.data = conv.weight.data.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)
     return new
-
-
-def _with_download_hint(build, arch: str, download: bool) -> nn.Module:
-    try:
-        return build()
-    except Exception as err:
-        if not download:
-            raise
-        raise RuntimeError(
-            f"could not fetch pretrained weights for {arch} ({type(err).__name__}: {err}). "
-            "Without internet, download the weights elsewhere and pass the file: "
-            "model.backbone.pretrained=/path/to/weights.pth") from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,3 +47,16 @@ def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
              len(fitting), path, len(skipped), ", ".join(skipped[:4]), len(left),
              ", ".join(left[:4]))
     return left
+
+
+def with_download_hint(build: Callable[[], nn.Module], arch: str, download: bool) -> nn.Module:
+    """``build()``, turning a failed weights download into the offline fix."""
+    try:
+        return build()
+    except Exception as err:
+        if not download:
+            raise
+        raise RuntimeError(
+            f"could not fetch pretrained weights for {arch} ({type(err).__name__}: {err}). "
+            "Without internet, download the weights elsewhere and pass the file: "
+            "model.backbone.pretrained=/path/to/weights.pth") from err
