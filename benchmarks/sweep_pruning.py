@@ -5,6 +5,9 @@ configurations): once with ``hydra/sweeper/pruner=nop`` and once with ``median``
 (20 trials of up to 30 epochs each, the defaults) takes hours on a CPU; shrink it with the flags:
 
     python benchmarks/sweep_pruning.py --n-trials 4 --max-epochs 3 --limit-train-batches 2
+
+Time is the sum of the trials' own durations (Optuna's start and end stamps), so an interrupted
+benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only).
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_search(name: str, pruner: str, args: argparse.Namespace) -> tuple[float, optuna.Study]:
+def run_search(name: str, pruner: str, args: argparse.Namespace) -> optuna.Study:
+    """The search, resumed when its folder exists (finished trials are kept)."""
     sweep_dir = (args.out / name).resolve()
-    if sweep_dir.exists():  # the sweep would resume the finished study and time nothing
-        sys.exit(f"{sweep_dir} exists: remove it or pass another --out")
     overrides = [
         "hparams_search=breastmnist_random", f"hydra.sweep.dir={sweep_dir}",
         f"hydra.sweeper.study_name={name}", f"hydra.sweeper.n_trials={args.n_trials}",
@@ -45,9 +47,13 @@ def run_search(name: str, pruner: str, args: argparse.Namespace) -> tuple[float,
     print("$", " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL if args.quiet else None)
-    seconds = time.perf_counter() - start
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    return seconds, study
+    print(f"{name}: this invocation took {time.perf_counter() - start:.1f} s", flush=True)
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+
+
+def trial_seconds(study: optuna.Study) -> float:
+    """Summed durations of the finished trials (run one after another, so the search's time)."""
+    return sum(t.duration.total_seconds() for t in study.trials if t.duration is not None)
 
 
 def describe(study: optuna.Study) -> str:
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default=None, help="folder with breastmnist.npz")
     parser.add_argument("--out", type=Path, default=ROOT / "multirun_sweeps" / "bench_pruning")
     parser.add_argument("--quiet", action="store_true", help="hide the training output")
+    parser.add_argument("--arm", choices=("nop", "median"), default=None,
+                        help="run (or resume) only this search")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both searches")
     args = parser.parse_args(argv)
     for attr in ("limit_train_batches", "limit_val_batches"):
@@ -83,12 +91,16 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None and value >= 1:
             setattr(args, attr, int(value))
 
-    t_plain, plain = run_search("bench_nop", "nop", args)
-    t_pruned, pruned = run_search("bench_median", "median", args)
-    print(f"\n{args.n_trials} trials, <= {args.max_epochs} epochs each")
-    print(f"no pruning:     {t_plain:8.1f} s  {describe(plain)}")
-    print(f"median pruning: {t_pruned:8.1f} s  {describe(pruned)}")
-    print(f"wall-time ratio (median / none): {t_pruned / t_plain:.2f}")
+    arms = {"nop": "bench_nop", "median": "bench_median"}
+    studies = {arm: run_search(name, arm, args) for arm, name in arms.items()
+               if args.arm in (None, arm)}
+    print(f"\n{args.n_trials} trials, <= {args.max_epochs} epochs each (time: summed trials)")
+    for arm, label in (("nop", "no pruning:    "), ("median", "median pruning:")):
+        if arm in studies:
+            print(f"{label} {trial_seconds(studies[arm]):8.1f} s  {describe(studies[arm])}")
+    if len(studies) == 2:
+        ratio = trial_seconds(studies["median"]) / trial_seconds(studies["nop"])
+        print(f"wall-time ratio (median / none): {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ label smoothing and ensembles. Each test checks the lever changes what it should
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_warmup_then_cosine():
         scheduler.step()
     assert lrs[0] == pytest.approx(0.001)  # 0.01 x lr
     assert lrs[0] < lrs[1] < lrs[2] < lrs[3] == pytest.approx(0.1)
-    assert all(a > b for a, b in zip(lrs[3:], lrs[4:], strict=False))
+    assert all(a > b for a, b in pairwise(lrs[3:]))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # reaches eta_min
     with pytest.raises(ValueError, match="warmup_epochs"):
         warmup_cosine(optimizer, warmup_epochs=10, max_epochs=10)
