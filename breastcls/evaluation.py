@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from breastcls.analysis.bootstrap import bootstrap_ci
 from breastcls.analysis.thresholds import ThresholdChoice, select_threshold
+from breastcls.data.arrays import ArrayDataset
 from breastcls.metrics import compute_metrics, confusion_matrix, metric_inputs, predict_labels
 from breastcls.models.classifier import check_input_shape
 
@@ -214,6 +215,9 @@ def save_plots(output_dir: Path, model: L.LightningModule, datamodule: L.Lightni
     split = "test" if "test" in result.predictions else next(iter(result.predictions))
     positive, threshold = model.hparams.positive_class, result.info["threshold"]
     dataset = datamodule.dataset(split)
+    order = dataset.indices.argsort()  # prediction rows are sorted by index (CV: pool index)
+    dataset = ArrayDataset(dataset.images[order], dataset.labels[order], dataset.transform,
+                           dataset.indices[order])
     paths = save_all(output_dir, {split: result.predictions[split]}, datamodule.class_names,
                      positive, threshold, images={split: dataset.images},
                      metrics_csv=output_dir / "csv" / "metrics.csv", split=split)

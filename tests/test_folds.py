@@ -12,7 +12,8 @@ import pytest
 
 from breastcls.data.breastmnist import BreastMNISTDataModule, load_breastmnist
 from breastcls.data.folds import CrossValidation, assign_folds
-from tests.conftest import ROOT
+from breastcls.train import train
+from tests.conftest import FAST, ROOT, compose_train
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +93,16 @@ def test_cv_multirun_writes_folds_and_summary(data_dir, tmp_path):
     summary = pd.read_csv(sweep / "summary.csv")
     row = summary[(summary.split == "val") & (summary.metric == "auc")].iloc[0]
     assert row["count"] == 3 and row["std"] >= 0
+
+
+def test_cv_fold_as_test_gets_its_plots(data_dir, tmp_path):
+    """Under cv.pool=all the test split is a fold whose indices are pool indices (up to 779):
+    the mistakes grid and Grad-CAM must find those images by row, not by index."""
+    fast = [f"++{o}" if o.startswith("trainer.limit_") else o for o in FAST]
+    train(compose_train([*fast, f"paths.data_dir={data_dir}", "logger=csv", "cv.folds=5",
+                         "cv.fold=4", "cv.pool=all", "eval_splits=[test]",
+                         "evaluation.gradcam=2", "evaluation.bootstrap.n_resamples=0"], tmp_path))
+    scored = pd.read_csv(tmp_path / "test_predictions.csv")
+    assert scored["index"].max() > len(scored)  # pool indices, not positions
+    for name in ("test_mistakes.png", "test_gradcam.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -157,8 +157,8 @@ def confident_mistakes(pred: Predictions, positive_class: int, threshold: float 
 def plot_mistakes(pred: Predictions, images: np.ndarray | torch.Tensor,
                   class_names: Sequence[str], positive_class: int, path: Path,
                   threshold: float = 0.5, limit: int = 16, columns: int = 8) -> Path:
-    """The most confident mistakes; ``images`` are the split's raw images in dataset order
-    ((N, H, W), (N, C, H, W) or (N, H, W, C))."""
+    """The most confident mistakes; ``images`` are the split's raw images in the rows' order
+    (sorted by ``index``, as ``Predictions`` are; (N, H, W), (N, C, H, W) or (N, H, W, C))."""
     images = np.asarray(images)
     rows_idx = confident_mistakes(pred, positive_class, threshold, limit)
     preds = predict_labels(pred.probs, positive_class, threshold)
@@ -169,7 +169,7 @@ def plot_mistakes(pred: Predictions, images: np.ndarray | torch.Tensor,
         ax.axis("off")
     for ax, row in zip(axes.flat, rows_idx, strict=False):
         index, true, guess = int(pred.index[row]), int(pred.labels[row]), int(preds[row])
-        ax.imshow(_display(images[index]), cmap="gray", vmin=0, vmax=255)
+        ax.imshow(_display(images[row]), cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"#{index} true {class_names[true]}\npred {class_names[guess]} "
                      f"p={float(pred.probs[row, guess]):.2f}", fontsize=6)
     if not rows_idx:
