@@ -7,7 +7,8 @@ configurations): once with ``hydra/sweeper/pruner=nop`` and once with ``median``
     python benchmarks/sweep_pruning.py --n-trials 4 --max-epochs 3 --limit-train-batches 2
 
 Time is the sum of the trials' own durations (Optuna's start and end stamps), so an interrupted
-benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only).
+benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only). A
+trial cut off mid-way keeps its first start time when rerun: stop between trials.
 """
 
 from __future__ import annotations
