@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from breastcls.analysis.plots import read_predictions_csv, save_all
 from breastcls.evaluation import (
     EvaluationResult,
     Predictions,
-    choose_threshold,
+    predict_val_first,
     score_predictions,
     write_result,
 )
@@ -59,17 +59,17 @@ def average_predictions(runs: Sequence[Path], split: str) -> tuple[Predictions, 
     if missing:
         raise FileNotFoundError(f"no {split}_predictions.csv in {missing}; score that split "
                                 f"(eval_splits) in every member run")
-    frames = [pd.read_csv(r / f"{split}_predictions.csv") for r in runs]
-    prob_columns = [c for c in frames[0].columns if c.startswith("prob_")]
-    stacked = pd.concat(frames)
-    if (stacked.groupby("index")["label"].nunique() > 1).any():
+    members = [read_predictions_csv(r / f"{split}_predictions.csv") for r in runs]
+    index, labels, probs = (torch.cat([getattr(p, k) for p, _ in members])
+                            for k in ("index", "labels", "probs"))
+    images, row = torch.unique(index, return_inverse=True)  # sorted, as Predictions are
+    label = torch.zeros_like(images).scatter_(0, row, labels)
+    if not torch.equal(label[row], labels):
         raise ValueError(f"the runs give different labels to the same {split} index: they were "
                          "trained on different data or fold assignments (cv.seed, cv.pool)")
-    mean = stacked.groupby("index").agg({"label": "first", **dict.fromkeys(prob_columns, "mean")})
-    predictions = Predictions(torch.tensor(mean[prob_columns].to_numpy(), dtype=torch.float32),
-                              torch.tensor(mean["label"].to_numpy()),
-                              torch.tensor(mean.index.to_numpy()))
-    return predictions, [c.removeprefix("prob_") for c in prob_columns]
+    total = torch.zeros(len(images), probs.shape[1]).index_add_(0, row, probs)
+    mean = total / torch.bincount(row).unsqueeze(1)
+    return Predictions(mean, label, images), members[0][1]
 
 
 def ensemble(cfg: DictConfig) -> EvaluationResult:
@@ -77,22 +77,21 @@ def ensemble(cfg: DictConfig) -> EvaluationResult:
                        else cfg.runs)
     settings = OmegaConf.to_container(cfg.evaluation, resolve=True)
     positive = cfg.positive_class
-    rule = settings.get("threshold") or {}
-    order = ["val", *cfg.splits] if rule.get("method") else list(cfg.splits)
-    predictions: dict[str, Predictions] = {}
-    choice, class_names = None, []
-    for split in dict.fromkeys(order):  # val first: the threshold is fixed before test is read
-        predictions[split], class_names = average_predictions(runs, split)
-        if split == "val" and rule.get("method"):
-            choice = choose_threshold(predictions["val"], positive, rule)
+    class_names: list[str] = []
+
+    def predict_split(split: str) -> Predictions:
+        nonlocal class_names
+        averaged, class_names = average_predictions(runs, split)
+        return averaged
+
+    predictions, choice = predict_val_first(cfg.splits, settings.get("threshold") or {},
+                                            positive, predict_split)
     threshold = choice.threshold if choice else cfg.threshold
     result = score_predictions(predictions, positive, class_names, threshold, settings, choice,
                                {"members": [str(r) for r in runs]})
     output_dir = Path(cfg.paths.output_dir)
     write_result(result, output_dir)
     if settings.get("plots"):
-        from breastcls.analysis.plots import save_all
-
         split = "test" if "test" in predictions else next(iter(predictions))
         save_all(output_dir, predictions, class_names, positive, threshold, split=split)
     print_result(result, f"ensemble of {len(runs)} runs")

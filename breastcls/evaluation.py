@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,17 +120,12 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
     settings = settings or {}
     positive = model.hparams.positive_class
     check_input_shape(model, datamodule.input_shape)
-    model.predict_tta = _plain_list(settings.get("tta"))
-    rule = settings.get("threshold") or {}
-    order = ["val", *splits] if rule.get("method") else list(splits)
-
-    predictions: dict[str, Predictions] = {}
-    choice = None
-    for split in dict.fromkeys(order):
-        predictions[split] = predict(trainer, model, datamodule.eval_dataloader(split))
-        if split == "val" and rule.get("method"):
-            choice = choose_threshold(predictions["val"], positive, rule)
-            model.hparams.threshold = choice.threshold
+    model.predict_tta = settings.get("tta")
+    predictions, choice = predict_val_first(
+        splits, settings.get("threshold") or {}, positive,
+        lambda split: predict(trainer, model, datamodule.eval_dataloader(split)))
+    if choice is not None:
+        model.hparams.threshold = choice.threshold
     result = score_predictions(predictions, positive, datamodule.class_names,
                                model.hparams.get("threshold", 0.5), settings, choice, info)
     if output_dir is not None:
@@ -141,6 +136,21 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
             result.info["plots"] = [str(p) for p in save_plots(
                 output_dir, model, datamodule, result, settings.get("gradcam", 0))]
     return result
+
+
+def predict_val_first(splits: Sequence[str], rule: Mapping[str, Any], positive: int,
+                      predict_split: Callable[[str], Predictions]
+                      ) -> tuple[dict[str, Predictions], ThresholdChoice | None]:
+    """Predictions of ``splits``; with a threshold ``rule``, val is predicted first and the
+    threshold chosen from it before any other split (and its labels) is read."""
+    order = ["val", *splits] if rule.get("method") else list(splits)
+    predictions: dict[str, Predictions] = {}
+    choice = None
+    for split in dict.fromkeys(order):
+        predictions[split] = predict_split(split)
+        if split == "val" and rule.get("method"):
+            choice = choose_threshold(predictions["val"], positive, rule)
+    return predictions, choice
 
 
 def choose_threshold(val: Predictions, positive: int, rule: Mapping[str, Any]) -> ThresholdChoice:
@@ -191,10 +201,6 @@ def write_result(result: EvaluationResult, output_dir: Path) -> None:
     for split, p in result.predictions.items():
         p.to_csv(output_dir / f"{split}_predictions.csv", names, positive, threshold)
     result.to_json(output_dir / "metrics.json")
-
-
-def _plain_list(value: Any) -> Any:
-    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
 
 
 def _without(test: Predictions, csv_path: str | Path) -> Predictions:
