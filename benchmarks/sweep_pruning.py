@@ -8,7 +8,7 @@ configurations): once with ``hydra/sweeper/pruner=nop`` and once with ``median``
 
 Time is the sum of the trials' own durations (Optuna's start and end stamps), so an interrupted
 benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only). A
-trial cut off mid-way keeps its first start time when rerun: stop between trials.
+trial cut off mid-way is re-run from scratch and timed from its re-run's start.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+
+from breastcls.analysis.sweep_summary import attempt_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +56,7 @@ def run_search(name: str, pruner: str, args: argparse.Namespace) -> optuna.Study
 
 def trial_seconds(study: optuna.Study) -> float:
     """Summed durations of the finished trials (run one after another, so the search's time)."""
-    return sum(t.duration.total_seconds() for t in study.trials if t.duration is not None)
+    return sum(filter(None, (attempt_seconds(t) for t in study.trials)))
 
 
 def describe(study: optuna.Study) -> str:

@@ -108,3 +108,9 @@ def test_unknown_key_fails_loudly(override, tmp_path):
 def test_unknown_group_option_fails(tmp_path):
     with pytest.raises(ConfigCompositionException, match=r"Could not find 'model/resnet99'"):
         compose_train(["model=resnet99"], tmp_path)
+
+
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_searches_never_score_test(search, tmp_path):
+    cfg = compose_train([f"hparams_search={search}"], tmp_path)
+    assert "test" not in cfg.eval_splits and "val" in cfg.eval_splits

@@ -180,3 +180,29 @@ def test_trial_overrides_group_wandb_runs() -> None:
     for value in ["sqlite:////tmp/a b/it's.db", "1e-3", "true", "x,y", "C:\\dir\\", 1e-05, 32,
                   True, 0.7]:
         assert parser.parse_override(f"k={override_value(value)}").value() == value
+
+
+def test_interrupted_trial_is_timed_from_its_rerun(tmp_path: Path) -> None:
+    """A trial left RUNNING by a killed sweep is re-run; its duration starts at the re-run."""
+    from datetime import timedelta
+
+    from breastcls.analysis.sweep_summary import RESTARTED_ATTR, attempt_seconds
+    from hydra_plugins.breastcls_optuna_sweeper._impl import OptunaSweeperImpl
+
+    sweeper = OptunaSweeperImpl(
+        sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
+        pruner=OmegaConf.create({"_target_": "optuna.pruners.NopPruner"}), study_name="s1",
+        storage=None, direction="maximize", n_trials=1, n_jobs=None, params=None,
+        enqueue_trials=[], monitor="val/auc", rerun_interrupted=True, summary=False)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="s1", storage=storage)
+    study.ask()  # the killed sweep's trial, still RUNNING
+    (rerun,) = sweeper._interrupted(study, storage)
+    study.tell(rerun, 0.5)
+    trial = study.trials[0]
+    assert RESTARTED_ATTR in trial.user_attrs
+    restarted = trial.datetime_complete - timedelta(seconds=attempt_seconds(trial))
+    assert restarted.isoformat() == trial.user_attrs[RESTARTED_ATTR]
+    # Timed from Optuna's start when the trial was never interrupted.
+    study.tell(study.ask(), 0.4)
+    assert attempt_seconds(study.trials[1]) == study.trials[1].duration.total_seconds()

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
+# Set on a trial the sweeper re-runs after an interruption: when its last attempt started.
+RESTARTED_ATTR = "restarted_at"
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate",
          "intermediate_values")
 
@@ -33,6 +36,16 @@ def read_split_metrics(output_dir: str | Path | None, split: str = "val") -> dic
     return {f"{split}/{k}": v for k, v in values.items() if isinstance(v, int | float)}
 
 
+def attempt_seconds(trial: optuna.trial.FrozenTrial) -> float | None:
+    """Seconds of the trial's last attempt: an interrupted trial that was re-run keeps Optuna's
+    first start time, so its duration would count the gap between the two sweeps."""
+    if trial.datetime_complete is None:
+        return None
+    restarted = trial.user_attrs.get(RESTARTED_ATTR)
+    start = datetime.fromisoformat(restarted) if restarted else trial.datetime_start
+    return (trial.datetime_complete - start).total_seconds() if start else None
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, value, duration, params and the val metrics of its
     best checkpoint (test metrics are left out: they must not choose the configuration)."""
@@ -40,7 +53,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                                        "user_attrs"))
     if df.empty:
         return df
-    df["duration_s"] = df.pop("duration").dt.total_seconds().round(1)
+    df.pop("duration")
+    seconds = {t.number: attempt_seconds(t) for t in study.trials}
+    df["duration_s"] = df["number"].map(seconds).astype(float).round(1)
     df.columns = [c.removeprefix("params_").removeprefix("user_attrs_") for c in df.columns]
     metric = study.user_attrs.get("optimized_metric")
     if metric:

@@ -7,6 +7,7 @@ import math
 import numbers
 import os
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
+from breastcls.analysis.sweep_summary import RESTARTED_ATTR
 from breastcls.callbacks.optuna_pruning import PRUNER_ATTR, open_storage
 
 log = logging.getLogger(__name__)
@@ -232,8 +234,11 @@ class OptunaSweeperImpl(Sweeper):
     def _interrupted(self, study: optuna.Study, storage: Any) -> list[optuna.Trial]:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         study_id = storage.get_study_id_from_name(self.study_name)
-        return [optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
+        trials = [optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
             study_id, t.number)) for t in running]
+        for trial in trials:  # Optuna keeps the first start: note when the re-run starts
+            trial.set_user_attr(RESTARTED_ATTR, datetime.now().isoformat())
+        return trials
 
     def _batch_size(self) -> int:
         n = self.n_jobs
