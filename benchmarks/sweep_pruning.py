@@ -8,7 +8,7 @@ configurations): once with ``hydra/sweeper/pruner=nop`` and once with ``median``
 
 Time is the sum of the trials' own durations (Optuna's start and end stamps), so an interrupted
 benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only). A
-trial cut off mid-way is re-run from scratch and timed from its re-run's start.
+trial cut off mid-way is retried from scratch as a new trial; the cut-off attempt is not timed.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def test_trial_overrides_group_wandb_runs() -> None:
         sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
         pruner=OmegaConf.create({"_target_": "optuna.pruners.NopPruner"}), study_name="s1",
         storage=None, direction="maximize", n_trials=1, n_jobs=None, params=None,
-        enqueue_trials=[], monitor="val/auc", rerun_interrupted=True, summary=False)
+        enqueue_trials=[], monitor="val/auc", retry_interrupted=True, summary=False)
     sweeper.fixed, sweeper.space, sweeper.url = {}, {}, "sqlite:////tmp/a b/optuna.db"
     trial = optuna.create_study().ask()
     for logger, grouped in [({"csv": {}}, False), ({"wandb": {"group": ""}}, True)]:
@@ -182,27 +182,44 @@ def test_trial_overrides_group_wandb_runs() -> None:
         assert parser.parse_override(f"k={override_value(value)}").value() == value
 
 
-def test_interrupted_trial_is_timed_from_its_rerun(tmp_path: Path) -> None:
-    """A trial left RUNNING by a killed sweep is re-run; its duration starts at the re-run."""
-    from datetime import timedelta
-
-    from breastcls.analysis.sweep_summary import RESTARTED_ATTR, attempt_seconds
-    from hydra_plugins.breastcls_optuna_sweeper._impl import OptunaSweeperImpl
+def test_interrupted_trial_is_retried_as_a_fresh_trial(tmp_path: Path) -> None:
+    """A trial left RUNNING by a killed sweep is failed and its params run again as a new trial,
+    without the killed attempt's intermediate values (the pruner would judge the retry on them)."""
+    from breastcls.analysis.sweep_summary import (
+        INTERRUPTED_ATTR,
+        RETRY_OF_ATTR,
+        attempt_seconds,
+        trials_table,
+    )
+    from hydra_plugins.breastcls_optuna_sweeper._impl import OptunaSweeperImpl, held_trials
 
     sweeper = OptunaSweeperImpl(
         sampler=OmegaConf.create({"_target_": "optuna.samplers.RandomSampler"}),
         pruner=OmegaConf.create({"_target_": "optuna.pruners.NopPruner"}), study_name="s1",
-        storage=None, direction="maximize", n_trials=1, n_jobs=None, params=None,
-        enqueue_trials=[], monitor="val/auc", rerun_interrupted=True, summary=False)
+        storage=None, direction="maximize", n_trials=2, n_jobs=None, params=None,
+        enqueue_trials=[], monitor="val/auc", retry_interrupted=True, summary=False)
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    study = optuna.create_study(study_name="s1", storage=storage)
-    study.ask()  # the killed sweep's trial, still RUNNING
-    (rerun,) = sweeper._interrupted(study, storage)
-    study.tell(rerun, 0.5)
-    trial = study.trials[0]
-    assert RESTARTED_ATTR in trial.user_attrs
-    restarted = trial.datetime_complete - timedelta(seconds=attempt_seconds(trial))
-    assert restarted.isoformat() == trial.user_attrs[RESTARTED_ATTR]
-    # Timed from Optuna's start when the trial was never interrupted.
-    study.tell(study.ask(), 0.4)
-    assert attempt_seconds(study.trials[1]) == study.trials[1].duration.total_seconds()
+    study = optuna.create_study(study_name="s1", storage=storage, direction="maximize")
+    study.tell(study.ask(space), 0.3)
+    killed = study.ask(space)  # the killed sweep's trial, still RUNNING after 3 epochs
+    for epoch in range(3):
+        killed.report(0.9, epoch)
+    assert held_trials(study) == 2
+
+    assert sweeper._retry_interrupted(study, storage) == 1
+    assert held_trials(study) == 1  # the interrupted trial no longer counts: one to run
+    retry = study.ask(space)
+    assert retry.number == 2 and retry.params == killed.params
+    retry.report(0.5, 0)
+    study.tell(retry, 0.5)
+    failed, retried = study.trials[1], study.trials[2]
+    assert failed.state == TrialState.FAIL and INTERRUPTED_ATTR in failed.user_attrs
+    assert "interrupted" in failed.user_attrs["error"]
+    assert attempt_seconds(failed) is None  # its end was never seen
+    assert retried.user_attrs[RETRY_OF_ATTR] == 1
+    assert retried.intermediate_values == {0: 0.5}
+    assert attempt_seconds(retried) == retried.duration.total_seconds()
+    assert held_trials(study) == 2
+    table = trials_table(study).set_index("number")
+    assert table.loc[2, "retry_of"] == 1 and table.loc[1, "state"] == "FAIL"

@@ -22,7 +22,9 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 # Set on a trial the sweeper re-runs after an interruption: when its last attempt started.
-RESTARTED_ATTR = "restarted_at"
+INTERRUPTED_ATTR = "interrupted_at"  # a trial a killed sweep left running, failed on resume
+RETRY_OF_ATTR = "retry_of"  # the interrupted trial this one runs again
+RESTARTED_ATTR = "restarted_at"  # older studies: an interrupted trial re-run in place, from then
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate",
          "intermediate_values")
 
@@ -37,9 +39,9 @@ def read_split_metrics(output_dir: str | Path | None, split: str = "val") -> dic
 
 
 def attempt_seconds(trial: optuna.trial.FrozenTrial) -> float | None:
-    """Seconds of the trial's last attempt: an interrupted trial that was re-run keeps Optuna's
-    first start time, so its duration would count the gap between the two sweeps."""
-    if trial.datetime_complete is None:
+    """Seconds the trial ran; None for an interrupted trial, whose end nobody saw (it is
+    failed when the next sweep starts)."""
+    if trial.datetime_complete is None or INTERRUPTED_ATTR in trial.user_attrs:
         return None
     restarted = trial.user_attrs.get(RESTARTED_ATTR)
     start = datetime.fromisoformat(restarted) if restarted else trial.datetime_start

@@ -33,7 +33,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from breastcls.analysis.sweep_summary import RESTARTED_ATTR
+from breastcls.analysis.sweep_summary import INTERRUPTED_ATTR, RETRY_OF_ATTR
 from breastcls.callbacks.optuna_pruning import PRUNER_ATTR, open_storage
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,14 @@ class OptunaSweeperImpl(Sweeper):
     def __init__(self, sampler: DictConfig, pruner: DictConfig, study_name: str,
                  storage: str | None, direction: str, n_trials: int, n_jobs: int | None,
                  params: DictConfig | None, enqueue_trials: Sequence[Any], monitor: str,
-                 rerun_interrupted: bool, summary: bool) -> None:
+                 retry_interrupted: bool, summary: bool) -> None:
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.study_name, self.storage_url, self.direction = study_name, storage, direction
         self.n_trials, self.n_jobs = n_trials, n_jobs
         self.params = {str(k): str(v) for k, v in (params or {}).items()}
         self.enqueue_trials: list[dict[str, Any]] = OmegaConf.to_container(
             OmegaConf.create(list(enqueue_trials or [])), resolve=True)
-        self.monitor, self.rerun_interrupted, self.summary = monitor, rerun_interrupted, summary
+        self.monitor, self.retry_interrupted, self.summary = monitor, retry_interrupted, summary
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -117,19 +117,15 @@ class OptunaSweeperImpl(Sweeper):
         self.url, self.study = url, study
         self._record_setup(study)
 
-        reruns = self._interrupted(study, storage) if self.rerun_interrupted else []
-        done = len(study.get_trials(deepcopy=False, states=(
-            TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)))
+        retried = self._retry_interrupted(study, storage) if self.retry_interrupted else 0
+        done = held_trials(study)
         to_ask = max(self.n_trials - done, 0)
         log.info("Optuna study %r in %s: %d trials held, %d to run%s", self.study_name, url,
-                 done, to_ask + len(reruns),
-                 f" ({len(reruns)} re-run after an interruption)" if reruns else "")
+                 done, to_ask, f" ({retried} retried after an interruption)" if retried else "")
         batch_size = self._batch_size()
-        while reruns or to_ask:
-            batch, reruns = reruns[:batch_size], reruns[batch_size:]
-            while len(batch) < batch_size and to_ask:
-                batch.append(study.ask(self.space))
-                to_ask -= 1
+        while to_ask:  # asking pops enqueued trials (retries, enqueue_trials) first
+            batch = [study.ask(self.space) for _ in range(min(batch_size, to_ask))]
+            to_ask -= len(batch)
             self._run(batch)
 
         trials = study.get_trials()
@@ -231,14 +227,22 @@ class OptunaSweeperImpl(Sweeper):
             if params:
                 study.enqueue_trial(params, skip_if_exists=True)
 
-    def _interrupted(self, study: optuna.Study, storage: Any) -> list[optuna.Trial]:
+    def _retry_interrupted(self, study: optuna.Study, storage: Any) -> int:
+        """Fail the trials a killed sweep left RUNNING and enqueue each one's params again.
+
+        A fresh trial, not the same one re-run: Optuna ignores a re-reported step, so a re-run
+        would keep the killed attempt's intermediate values and the pruner would judge it on them.
+        """
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         study_id = storage.get_study_id_from_name(self.study_name)
-        trials = [optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
-            study_id, t.number)) for t in running]
-        for trial in trials:  # Optuna keeps the first start: note when the re-run starts
-            trial.set_user_attr(RESTARTED_ATTR, datetime.now().isoformat())
-        return trials
+        for frozen in running:
+            study.enqueue_trial(frozen.params, user_attrs={RETRY_OF_ATTR: frozen.number})
+            trial = optuna.Trial(study, storage.get_trial_id_from_study_id_trial_number(
+                study_id, frozen.number))
+            trial.set_user_attr(INTERRUPTED_ATTR, datetime.now().isoformat())
+            trial.set_user_attr("error", "interrupted: the sweep stopped while it ran; retried")
+            study.tell(trial, state=TrialState.FAIL)
+        return len(running)
 
     def _batch_size(self) -> int:
         n = self.n_jobs
@@ -259,6 +263,13 @@ class OptunaSweeperImpl(Sweeper):
             return
         log.info("Optuna: %s; best trial %d, value %.4f, params %s", counts, best.number,
                  best.value, best.params)
+
+
+def held_trials(study: optuna.Study) -> int:
+    """Trials that count towards ``n_trials``: finished or running, less those retried."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
+    return sum(t.state != TrialState.WAITING and t.number not in retried for t in trials)
 
 
 def _consecutive(items: list[tuple[optuna.Trial, list[str]]]

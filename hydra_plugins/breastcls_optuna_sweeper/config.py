@@ -84,8 +84,9 @@ class OptunaSweeperConf:
     enqueue_trials: list[Any] = field(default_factory=list)
     # Validation metric reported to Optuna after each epoch (for pruning and the plots).
     monitor: Any = "${monitor}"
-    # Re-run trials left RUNNING by an interrupted sweep (assumes one sweeper per study).
-    rerun_interrupted: bool = True
+    # Fail the trials an interrupted sweep left RUNNING and run their params again as new trials
+    # (assumes one sweeper per study: with several, a RUNNING trial may be another's).
+    retry_interrupted: bool = True
     summary: bool = True  # write trials.csv, best.yaml and plots into the sweep folder
 
 
