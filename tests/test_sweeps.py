@@ -106,6 +106,8 @@ def test_rerun_resumes_to_n_trials(random_sweep: Path, data_dir: Path) -> None:
     assert {t.number: t.datetime_complete for t in study.trials[:4]} == before  # kept, not rerun
     assert study.trials[4].state == TrialState.COMPLETE
     assert len(pd.read_csv(random_sweep / "trials.csv")) == 5
+    # The seeded sampler does not start over: the resumed trial is a new configuration.
+    assert len({t.params["model.optimizer.lr"] for t in study.trials}) == 5
 
 
 def test_tpe_search_prunes_a_bad_trial(tmp_path: Path, data_dir: Path) -> None:

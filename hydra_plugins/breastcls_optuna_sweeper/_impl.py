@@ -115,6 +115,11 @@ class OptunaSweeperImpl(Sweeper):
             sampler=instantiate(self.sampler_cfg), pruner=instantiate(self.pruner_cfg),
             load_if_exists=True)
         self.url, self.study = url, study
+        held, seed = len(study.trials), self.sampler_cfg.get("seed")
+        if held and seed is not None:
+            # A seeded sampler restarts its random stream on every run: shift the seed, or a
+            # resumed search proposes again the configurations it started with.
+            study.sampler = instantiate(self.sampler_cfg, seed=seed + held)
         self._record_setup(study)
 
         retried = self._retry_interrupted(study, storage) if self.retry_interrupted else 0
