@@ -59,6 +59,18 @@ def trial_seconds(study: optuna.Study) -> float:
     return sum(filter(None, (attempt_seconds(t) for t in study.trials)))
 
 
+def shared_trials(nop: optuna.Study, median: optuna.Study) -> list[int]:
+    """Trial numbers that ran the same configuration in both searches and finished in both."""
+    return [a.number for a, b in zip(nop.trials, median.trials, strict=False)
+            if a.params == b.params and attempt_seconds(a) and attempt_seconds(b)]
+
+
+def best_of(study: optuna.Study, numbers: list[int]) -> float:
+    values = [study.trials[n].value for n in numbers
+              if study.trials[n].state == TrialState.COMPLETE]
+    return max(values, default=float("nan"))
+
+
 def describe(study: optuna.Study) -> str:
     counts = {s.name.lower(): len(study.get_trials(states=(s,)))
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -102,8 +114,18 @@ def main(argv: list[str] | None = None) -> None:
         if arm in studies:
             print(f"{label} {trial_seconds(studies[arm]):8.1f} s  {describe(studies[arm])}")
     if len(studies) == 2:
-        ratio = trial_seconds(studies["median"]) / trial_seconds(studies["nop"])
-        print(f"wall-time ratio (median / none): {ratio:.2f}")
+        nop, median = studies["nop"], studies["median"]
+        print(f"wall-time ratio (median / none): {trial_seconds(median) / trial_seconds(nop):.2f}")
+        # Like for like: a search resumed under another seed, or trials cut off, make the arms
+        # diverge; compare the trials that ran the same configuration in both.
+        shared = shared_trials(nop, median)
+        seconds = {name: sum(attempt_seconds(study.trials[n]) or 0.0 for n in shared)
+                   for name, study in (("nop", nop), ("median", median))}
+        if shared:
+            print(f"same configuration in both ({len(shared)} trials: {shared}): none "
+                  f"{seconds['nop']:.1f} s, best {best_of(nop, shared):.4f}; median "
+                  f"{seconds['median']:.1f} s, best {best_of(median, shared):.4f}; ratio "
+                  f"{seconds['median'] / seconds['nop']:.2f}")
 
 
 if __name__ == "__main__":
