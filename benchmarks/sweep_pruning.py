@@ -6,6 +6,11 @@ configurations): once with ``hydra/sweeper/pruner=nop`` and once with ``median``
 
     python benchmarks/sweep_pruning.py --n-trials 4 --max-epochs 3 --limit-train-batches 2
 
+``--replay-warmup 5 10`` trains nothing: it passes the finished unpruned search's learning curves
+through ``MedianPruner`` with each warmup, to choose a setting before paying for a pruned run.
+Training is seeded and deterministic on the CPU, so a pruned trial's curve is the start of its
+unpruned one; a pruned trial is charged its epochs at the unpruned trial's seconds per epoch.
+
 Time is the sum of the trials' own durations (Optuna's start and end stamps), so an interrupted
 benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only). A
 trial cut off mid-way is retried from scratch as a new trial; the cut-off attempt is not timed.
@@ -71,6 +76,29 @@ def best_of(study: optuna.Study, numbers: list[int]) -> float:
     return max(values, default=float("nan"))
 
 
+def replay(nop: optuna.Study, pruner: optuna.pruners.BasePruner) -> tuple[float, float, dict]:
+    """Seconds, best value and ``{trial: epochs run}`` of the pruned trials, had ``pruner``
+    judged the unpruned search's trials (a configuration met before is skipped)."""
+    study = optuna.create_study(direction=nop.direction, pruner=pruner)
+    seconds, pruned, seen = 0.0, {}, []
+    for frozen in nop.get_trials(states=(TrialState.COMPLETE,)):
+        if frozen.params in seen or not frozen.intermediate_values:
+            continue
+        seen.append(frozen.params)
+        trial, per_epoch = study.ask(), attempt_seconds(frozen) / len(frozen.intermediate_values)
+        for epochs, (step, value) in enumerate(sorted(frozen.intermediate_values.items()), 1):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                seconds += per_epoch * epochs
+                pruned[frozen.number] = epochs
+                break
+        else:
+            study.tell(trial, frozen.value)
+            seconds += attempt_seconds(frozen)
+    return seconds, study.best_value, pruned
+
+
 def describe(study: optuna.Study) -> str:
     counts = {s.name.lower(): len(study.get_trials(states=(s,)))
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
@@ -99,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="hide the training output")
     parser.add_argument("--arm", choices=("nop", "median"), default=None,
                         help="run (or resume) only this search")
+    parser.add_argument("--replay-warmup", type=int, nargs="+", default=None,
+                        help="train nothing: replay the unpruned search through MedianPruner "
+                             "with these n_warmup_steps")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both searches")
     args = parser.parse_args(argv)
     for attr in ("limit_train_batches", "limit_val_batches"):
@@ -107,6 +138,19 @@ def main(argv: list[str] | None = None) -> None:
             setattr(args, attr, int(value))
 
     arms = {"nop": "bench_nop", "median": "bench_median"}
+    if args.replay_warmup:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        db = args.out.resolve() / arms["nop"] / "optuna.db"
+        nop = optuna.load_study(study_name=arms["nop"], storage=f"sqlite:///{db}")
+        full = replay(nop, optuna.pruners.NopPruner())[0]
+        print(f"unpruned (distinct configurations): {full:.1f} s")
+        for warmup in args.replay_warmup:
+            pruner = optuna.pruners.MedianPruner(n_startup_trials=args.n_startup_trials,
+                                                 n_warmup_steps=warmup)
+            seconds, best, pruned = replay(nop, pruner)
+            print(f"median, n_warmup_steps={warmup}: {seconds:.1f} s (ratio {seconds / full:.2f}),"
+                  f" best {best:.4f}; pruned {{trial: epochs}} {pruned}")
+        return
     studies = {arm: run_search(name, arm, args) for arm, name in arms.items()
                if args.arm in (None, arm)}
     print(f"\n{args.n_trials} trials, <= {args.max_epochs} epochs each (time: summed trials)")
