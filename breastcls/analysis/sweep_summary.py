@@ -21,7 +21,6 @@ from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
-# Set on a trial the sweeper re-runs after an interruption: when its last attempt started.
 INTERRUPTED_ATTR = "interrupted_at"  # a trial a killed sweep left running, failed on resume
 RETRY_OF_ATTR = "retry_of"  # the interrupted trial this one runs again
 RESTARTED_ATTR = "restarted_at"  # older studies: an interrupted trial re-run in place, from then
