@@ -18,6 +18,7 @@ from breastcls.analysis.bootstrap import binary_metrics, bootstrap_ci
 from breastcls.analysis.gradcam import gradcam_figure, save_gradcam
 from breastcls.analysis.plots import confident_mistakes, read_predictions_csv, save_all
 from breastcls.analysis.thresholds import (
+    accuracy_threshold,
     candidate_thresholds,
     fbeta_threshold,
     select_threshold,
@@ -143,9 +144,19 @@ def test_sensitivity_threshold_is_highest_reaching_target(seed, decimals, target
         assert (scores[targets == 1] > higher[0]).mean() < target
 
 
+@pytest.mark.parametrize(("seed", "decimals"), [(0, None), (1, 2)])
+def test_accuracy_threshold_matches_brute_force(seed, decimals):
+    scores, targets = threshold_data(seed, decimals)
+    best = max(((scores > t) == targets).mean() for t in np.unique(np.r_[scores, -1.0]))
+    choice = accuracy_threshold(scores, targets)
+    assert choice.criterion == pytest.approx(best)
+    assert ((scores > choice.threshold) == targets).mean() == pytest.approx(best)
+
+
 def test_select_threshold_dispatches_and_rejects_unknown():
     scores, targets = threshold_data(0)
     assert select_threshold(scores, targets, "youden") == youden_threshold(scores, targets)
+    assert select_threshold(scores, targets, "accuracy") == accuracy_threshold(scores, targets)
     assert select_threshold(scores, targets, "fbeta", beta=2).method == "f2"
     assert 0 <= select_threshold(scores, targets, "sensitivity").threshold <= 1
     with pytest.raises(ValueError, match="unknown threshold method"):

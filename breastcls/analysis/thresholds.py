@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-METHODS = ("fbeta", "youden", "sensitivity")
+METHODS = ("fbeta", "youden", "sensitivity", "accuracy")
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -22,7 +22,7 @@ ArrayLike = np.ndarray | torch.Tensor
 class ThresholdChoice:
     method: str
     threshold: float
-    criterion: float  # F-beta, Youden's J or sensitivity at the threshold
+    criterion: float  # F-beta, Youden's J, sensitivity or accuracy at the threshold
     sensitivity: float
     specificity: float
 
@@ -107,13 +107,23 @@ def sensitivity_threshold(scores: ArrayLike, targets: ArrayLike, target: float =
     return _choice(f"sensitivity>={target:g}", thresholds, tpr, i, tpr, tnr)
 
 
+def accuracy_threshold(scores: ArrayLike, targets: ArrayLike) -> ThresholdChoice:
+    """The threshold maximising accuracy (for a reported accuracy; it ignores class balance)."""
+    s, t = _as_arrays(scores, targets)
+    thresholds, tp, fp, tpr, tnr = _rates(s, t)
+    accuracy = (tp + (~t).sum() - fp) / len(t)
+    return _choice("accuracy", thresholds, accuracy, int(np.argmax(accuracy)), tpr, tnr)
+
+
 def select_threshold(scores: ArrayLike, targets: ArrayLike, method: str = "fbeta",
                      beta: float = 2.0, target_sensitivity: float = 0.9) -> ThresholdChoice:
-    """Dispatch on ``method``: ``fbeta``, ``youden`` or ``sensitivity``."""
+    """Dispatch on ``method``: ``fbeta``, ``youden``, ``sensitivity`` or ``accuracy``."""
     if method == "fbeta":
         return fbeta_threshold(scores, targets, beta)
     if method == "youden":
         return youden_threshold(scores, targets)
     if method == "sensitivity":
         return sensitivity_threshold(scores, targets, target_sensitivity)
+    if method == "accuracy":
+        return accuracy_threshold(scores, targets)
     raise ValueError(f"unknown threshold method {method!r}; choose one of {METHODS}")
