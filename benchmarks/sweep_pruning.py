@@ -18,6 +18,8 @@ unpruned trial's seconds per epoch. ``--save-curves FILE`` writes those curves t
 Time is the sum of the trials' own durations (Optuna's start and end stamps), so an interrupted
 benchmark resumes where it stopped: rerun the same command (``--arm`` runs one search only). A
 trial cut off mid-way is retried from scratch as a new trial; the cut-off attempt is not timed.
+``--retime 5 7`` runs unpruned trials 5 and 7 again, alone, when other work shared the CPU while
+they ran: their learning curves must come out identical, and their new durations replace the old.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from breastcls.analysis.sweep_summary import attempt_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"nop": "bench_nop", "median": "bench_median"}
+RETIME = "bench_nop_retime"
+RETIMED_ATTR = "retimed_seconds"  # unpruned study: {trial number: duration of a clean re-run}
 TARGET_RATIO, TARGET_GAP = 0.5, 0.01  # pruned time <= 0.5x, best value within 0.01
 
 
@@ -62,42 +66,49 @@ class Replay:
     pruned: dict[int, int]  # trial number: epochs it ran before the pruner stopped it
 
 
-def storage_url(args: argparse.Namespace, arm: str) -> str:
-    return f"sqlite:///{(args.out / ARMS[arm] / 'optuna.db').resolve()}"
+def storage_url(args: argparse.Namespace, name: str) -> str:
+    return f"sqlite:///{(args.out / name / 'optuna.db').resolve()}"
 
 
-def enqueue_configurations(source: optuna.Study, url: str, name: str) -> int:
-    """Queue ``source``'s configurations, in trial order, at the front of study ``name``
-    (created if new); configurations it already holds are skipped, so resuming is safe."""
+def load(args: argparse.Namespace, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage_url(args, name))
+
+
+def enqueue_configurations(source: optuna.Study, url: str, name: str,
+                           numbers: list[int] | None = None) -> int:
+    """Queue ``source``'s configurations (those of trials ``numbers``, or all), in trial order,
+    at the front of study ``name`` (created if new); configurations it already holds are
+    skipped, so resuming is safe."""
     study = optuna.create_study(study_name=name, storage=url, direction=source.direction,
                                 load_if_exists=True)
     before = len(study.trials)
     for trial in source.get_trials(deepcopy=False):
-        if trial.state.is_finished() and trial.params:
+        if trial.state.is_finished() and trial.params and (numbers is None
+                                                           or trial.number in numbers):
             study.enqueue_trial(trial.params, skip_if_exists=True)
     return len(study.trials) - before
 
 
-def run_search(arm: str, args: argparse.Namespace) -> optuna.Study:
-    """The search, resumed when its folder exists (finished trials are kept)."""
-    name, url = ARMS[arm], storage_url(args, arm)
-    sweep_dir = (args.out / name).resolve()
+def run_search(name: str, pruner: str, args: argparse.Namespace, n_trials: int,
+               queue_from: optuna.Study | None = None, numbers: list[int] | None = None
+               ) -> optuna.Study:
+    """The search, resumed when its folder exists (finished trials are kept); ``queue_from``'s
+    configurations (trials ``numbers``, or all) run first."""
+    url, sweep_dir = storage_url(args, name), (args.out / name).resolve()
     overrides = [
         "hparams_search=breastmnist_random", f"hydra.sweep.dir={sweep_dir}",
-        f"hydra.sweeper.study_name={name}", f"hydra.sweeper.n_trials={args.n_trials}",
-        f"hydra.sweeper.sampler.seed={args.seed}", f"hydra/sweeper/pruner={arm}",
+        f"hydra.sweeper.study_name={name}", f"hydra.sweeper.n_trials={n_trials}",
+        f"hydra.sweeper.sampler.seed={args.seed}", f"hydra/sweeper/pruner={pruner}",
         f"trainer.max_epochs={args.max_epochs}", "extras.print_config=false",
         "~callbacks.rich_progress_bar",
     ]
-    if arm == "median":
+    if pruner == "median":
         overrides += [f"hydra.sweeper.pruner.n_startup_trials={args.n_startup_trials[0]}",
                       f"hydra.sweeper.pruner.n_warmup_steps={args.n_warmup_steps[0]}"]
-        nop_db = args.out / ARMS["nop"] / "optuna.db"
-        if nop_db.is_file():
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            nop = optuna.load_study(study_name=ARMS["nop"], storage=storage_url(args, "nop"))
-            queued = enqueue_configurations(nop, url, name)
-            print(f"{name}: {queued} configurations of {ARMS['nop']} queued", flush=True)
+    if queue_from is not None:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        queued = enqueue_configurations(queue_from, url, name, numbers)
+        print(f"{name}: {queued} configurations of {queue_from.study_name} queued", flush=True)
     if args.limit_train_batches:
         overrides.append(f"++trainer.limit_train_batches={args.limit_train_batches}")
     if args.limit_val_batches:
@@ -112,9 +123,48 @@ def run_search(arm: str, args: argparse.Namespace) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=url)
 
 
+def run_arm(arm: str, args: argparse.Namespace) -> optuna.Study:
+    """The unpruned search samples its configurations; the pruned one runs the same ones."""
+    nop_db = args.out / ARMS["nop"] / "optuna.db"
+    queue_from = load(args, ARMS["nop"]) if arm == "median" and nop_db.is_file() else None
+    return run_search(ARMS[arm], arm, args, args.n_trials, queue_from)
+
+
+def retime(args: argparse.Namespace, numbers: list[int]) -> dict[int, float]:
+    """Run unpruned trials ``numbers`` again, alone, and record their durations in the
+    unpruned study; refuses if a re-run's learning curve differs from the original's."""
+    nop = load(args, ARMS["nop"])
+    (args.out / RETIME).mkdir(parents=True, exist_ok=True)
+    url = storage_url(args, RETIME)
+    queued = enqueue_configurations(nop, url, RETIME, numbers)
+    held = sum(t.state != TrialState.WAITING
+               for t in optuna.load_study(study_name=RETIME, storage=url).trials)
+    # Only the queued configurations: not the study's own first trial (enqueue_trials).
+    args.overrides = [*args.overrides, "hydra.sweeper.enqueue_trials=[]"]
+    rerun = run_search(RETIME, "nop", args, held + queued)
+    seconds = {int(k): v for k, v in nop.user_attrs.get(RETIMED_ATTR, {}).items()}
+    for number in numbers:
+        original = nop.trials[number]
+        again = next(t for t in rerun.get_trials(states=(TrialState.COMPLETE,))
+                     if t.params == original.params)
+        if again.intermediate_values != original.intermediate_values:
+            raise SystemExit(f"trial {number}: the re-run's curve differs from the original's "
+                             "(training is not deterministic here): not retimed")
+        seconds[number] = attempt_seconds(again)
+        print(f"trial {number}: {attempt_seconds(original):.1f} s, alone {seconds[number]:.1f} s")
+    nop.set_user_attr(RETIMED_ATTR, {str(k): v for k, v in sorted(seconds.items())})
+    return seconds
+
+
+def seconds_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> float | None:
+    """The trial's duration, or that of its clean re-run (``--retime``)."""
+    retimed = study.user_attrs.get(RETIMED_ATTR, {})
+    return retimed.get(str(trial.number)) or attempt_seconds(trial)
+
+
 def trial_seconds(study: optuna.Study) -> float:
     """Summed durations of the finished trials (run one after another, so the search's time)."""
-    return sum(filter(None, (attempt_seconds(t) for t in study.trials)))
+    return sum(filter(None, (seconds_of(study, t) for t in study.trials)))
 
 
 def shared_trials(nop: optuna.Study, median: optuna.Study) -> list[int]:
@@ -133,7 +183,7 @@ def study_curves(study: optuna.Study) -> list[Curve]:
     """The completed trials with reported epochs, each configuration once."""
     curves: list[Curve] = []
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
-        seconds = attempt_seconds(trial)
+        seconds = seconds_of(study, trial)
         if trial.intermediate_values and seconds and all(c.params != trial.params
                                                          for c in curves):
             curves.append(Curve(trial.number, trial.params, dict(trial.intermediate_values),
@@ -226,7 +276,7 @@ def compare(nop: optuna.Study, median: optuna.Study) -> None:
     # diverge; compare the trials that ran the same configuration in both.
     shared = shared_trials(nop, median)
     if shared and len(shared) < len(nop.trials):
-        seconds = {name: sum(attempt_seconds(study.trials[n]) or 0.0 for n in shared)
+        seconds = {name: sum(seconds_of(study, study.trials[n]) or 0.0 for n in shared)
                    for name, study in (("nop", nop), ("median", median))}
         print(f"same configuration in both ({len(shared)} trials: {shared}): none "
               f"{seconds['nop']:.1f} s, best {best_of(nop, shared):.4f}; median "
@@ -257,6 +307,8 @@ def main(argv: list[str] | None = None) -> None:
                              "saved with --save-curves) through MedianPruner")
     parser.add_argument("--save-curves", type=Path, default=None, metavar="CSV",
                         help="write the unpruned search's learning curves to this CSV")
+    parser.add_argument("--retime", type=int, nargs="+", default=None, metavar="TRIAL",
+                        help="run these unpruned trials again, alone, and use their durations")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both searches")
     args = parser.parse_args(argv)
     for attr in ("limit_train_batches", "limit_val_batches"):
@@ -269,8 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.replay and args.replay != "study":
             curves = read_curves(Path(args.replay))
         else:
-            nop = optuna.load_study(study_name=ARMS["nop"], storage=storage_url(args, "nop"))
-            curves = study_curves(nop)
+            curves = study_curves(load(args, ARMS["nop"]))
         if args.save_curves:
             write_curves(curves, args.save_curves)
             print(f"{len(curves)} learning curves written to {args.save_curves}")
@@ -281,7 +332,10 @@ def main(argv: list[str] | None = None) -> None:
     if len(args.n_startup_trials) > 1 or len(args.n_warmup_steps) > 1:
         parser.error("several --n-startup-trials / --n-warmup-steps only go with --replay")
 
-    studies = {arm: run_search(arm, args) for arm in ARMS if args.arm in (None, arm)}
+    if args.retime:
+        retime(args, args.retime)
+        return
+    studies = {arm: run_arm(arm, args) for arm in ARMS if args.arm in (None, arm)}
     print(f"\n{args.n_trials} trials, <= {args.max_epochs} epochs each (time: summed trials)")
     for arm, label in (("nop", "no pruning:    "), ("median", "median pruning:")):
         if arm in studies:

@@ -11,6 +11,7 @@ threshold is chosen on the averaged val predictions (conf/evaluation) before tes
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,6 +54,48 @@ def member_runs(paths: str | Sequence[str]) -> list[Path]:
     return runs
 
 
+def member_positive_class(runs: Sequence[Path], requested: int | str | None = None) -> int:
+    """The label the members scored as positive (``positive_class`` and ``class_names`` in
+    their metrics.json). Members that disagree, or a ``requested`` class (index or name) that
+    differs from theirs, fail: their thresholds and metrics are about another class. Members
+    that record none follow ``requested`` (default 0, with a warning)."""
+    found: dict[Path, tuple[int, str]] = {}
+    unrecorded = []
+    for run in runs:
+        info = json.loads((run / "metrics.json").read_text())
+        names, positive = info.get("class_names"), info.get("positive_class")
+        if not names or positive is None:
+            unrecorded.append(str(run))
+            continue
+        if isinstance(positive, str) and positive not in names:
+            raise ValueError(f"{run / 'metrics.json'}: positive_class {positive!r} is not one of "
+                             f"its class_names {names}")
+        index = names.index(positive) if isinstance(positive, str) else int(positive)
+        found[run] = (index, names[index])
+    if len(set(found.values())) > 1:
+        listed = ", ".join(f"{r}: {name!r} (label {i})" for r, (i, name) in found.items())
+        raise ValueError(f"the runs scored different positive classes ({listed}); ensemble runs "
+                         "that share one")
+    if not found:
+        if isinstance(requested, str):
+            raise ValueError(f"positive_class={requested!r}: the members' metrics.json record no "
+                             "class names; give the label index")
+        index = 0 if requested is None else int(requested)
+        log.warning("The members' metrics.json record no positive_class (%s): scoring label %d as "
+                    "positive%s", ", ".join(unrecorded), index,
+                    "" if requested is not None else " (set positive_class=<label index>)")
+        return index
+    index, name = next(iter(found.values()))
+    if requested is not None and requested not in (index, name):
+        raise ValueError(f"positive_class={requested!r}, but the members scored {name!r} "
+                         f"(label {index}) as positive; leave positive_class=null to use theirs")
+    if unrecorded:
+        log.warning("%s record no positive_class in metrics.json: assuming %r like the others",
+                    ", ".join(unrecorded), name)
+    log.info("Positive class: %r (label %d), as the members scored it", name, index)
+    return index
+
+
 def average_predictions(runs: Sequence[Path], split: str) -> tuple[Predictions, list[str]]:
     """Per-image mean of the runs' class probabilities for ``split``, and the class names."""
     missing = [str(r) for r in runs if not (r / f"{split}_predictions.csv").is_file()]
@@ -76,7 +119,7 @@ def ensemble(cfg: DictConfig) -> EvaluationResult:
     runs = member_runs(OmegaConf.to_container(cfg.runs) if OmegaConf.is_list(cfg.runs)
                        else cfg.runs)
     settings = OmegaConf.to_container(cfg.evaluation, resolve=True)
-    positive = cfg.positive_class
+    positive = member_positive_class(runs, cfg.get("positive_class"))
     class_names: list[str] = []
 
     def predict_split(split: str) -> Predictions:

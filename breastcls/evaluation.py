@@ -17,10 +17,16 @@ from hydra.utils import get_class
 from torch.utils.data import DataLoader
 
 from breastcls.analysis.bootstrap import bootstrap_ci
-from breastcls.analysis.thresholds import ThresholdChoice, select_threshold
+from breastcls.analysis.thresholds import METHODS, ThresholdChoice, select_threshold
 from breastcls.data.arrays import ArrayDataset
-from breastcls.metrics import compute_metrics, confusion_matrix, metric_inputs, predict_labels
-from breastcls.models.classifier import check_input_shape
+from breastcls.metrics import (
+    classification_metrics,
+    compute_metrics,
+    confusion_matrix,
+    metric_inputs,
+    predict_labels,
+)
+from breastcls.models.classifier import check_input_shape, tta_views
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +100,14 @@ def load_checkpoint(path: str | Path, module_class: str) -> tuple[L.LightningMod
                     "global_step": checkpoint.get("global_step")}
 
 
-def store_threshold(path: str | Path, threshold: float) -> None:
-    """Write the operating threshold into a checkpoint's hyperparameters, so eval and predict
-    apply it unchanged."""
+def store_threshold(path: str | Path, threshold: float,
+                    tta: bool | Sequence[str] | None = None) -> None:
+    """Write the operating threshold, and the test-time flips it was chosen with (``tta``: a
+    plain list of strings, ``[]`` for none), into a checkpoint's hyperparameters, so eval and
+    predict apply both unchanged. Plain values only: checkpoints load with weights_only=True."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint["hyper_parameters"]["threshold"] = threshold
+    checkpoint["hyper_parameters"]["threshold"] = float(threshold)
+    checkpoint["hyper_parameters"]["tta"] = tta_views(tta)
     torch.save(checkpoint, path)
 
 
@@ -109,15 +118,20 @@ def predict(trainer: L.Trainer, model: L.LightningModule, loader: DataLoader) ->
 def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule,
                     splits: Sequence[str], output_dir: Path | None = None,
                     info: Mapping[str, Any] | None = None,
-                    settings: Mapping[str, Any] | None = None) -> EvaluationResult:
+                    settings: Mapping[str, Any] | None = None,
+                    checkpoint: str | Path | None = None) -> EvaluationResult:
     """Predict and score each split; write ``{split}_predictions.csv`` and ``metrics.json``.
 
     ``settings`` (conf/evaluation): test-time flips for every split; a threshold chosen on the
     val predictions alone, before any other split is predicted, replaces
     ``model.hparams.threshold``; bootstrap intervals; an optional ``test_dedup`` split without
-    the listed test images.
+    the listed test images. ``checkpoint``: the file ``model`` came from; a chosen threshold
+    (or test-time flips) is written into it before the plots are drawn, so a failing plot
+    cannot leave it without them.
     """
     settings = settings or {}
+    cv = getattr(datamodule, "cv", None)
+    check_exclude_test(settings.get("exclude_test"), getattr(cv, "pool", None) if cv else None)
     positive = model.hparams.positive_class
     check_input_shape(model, datamodule.input_shape)
     model.predict_tta = settings.get("tta")
@@ -132,9 +146,11 @@ def evaluate_splits(trainer: L.Trainer, model: L.LightningModule, datamodule: L.
         write_result(result, output_dir)
         if getattr(datamodule, "split_table", None) is not None:
             datamodule.split_table.to_csv(output_dir / "splits.csv", index=False)
-        if settings.get("plots"):
-            result.info["plots"] = [str(p) for p in save_plots(
-                output_dir, model, datamodule, result, settings.get("gradcam", 0))]
+    if checkpoint is not None and (choice is not None or tta_views(settings.get("tta"))):
+        store_threshold(checkpoint, result.info["threshold"], settings.get("tta"))
+    if output_dir is not None and settings.get("plots"):
+        result.info["plots"] = [str(p) for p in save_plots(
+            output_dir, model, datamodule, result, settings.get("gradcam", 0))]
     return result
 
 
@@ -204,10 +220,7 @@ def write_result(result: EvaluationResult, output_dir: Path) -> None:
 
 
 def _without(test: Predictions, csv_path: str | Path) -> Predictions:
-    path = Path(csv_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluation.exclude_test: no such file {path.resolve()} (write "
-                                "it with `python -m breastcls.audit`)")
+    path = check_exclude_test(csv_path)
     excluded = torch.tensor(pd.read_csv(path)["index"].to_numpy(), dtype=torch.long)
     return test.subset(~torch.isin(test.index, excluded))
 
@@ -215,7 +228,7 @@ def _without(test: Predictions, csv_path: str | Path) -> Predictions:
 def save_plots(output_dir: Path, model: L.LightningModule, datamodule: L.LightningDataModule,
                result: EvaluationResult, gradcam: int = 0) -> list[Path]:
     """The run's figures into ``output_dir/plots`` (for the test split when scored)."""
-    from breastcls.analysis.gradcam import save_gradcam
+    from breastcls.analysis.gradcam import default_target_layer, save_gradcam
     from breastcls.analysis.plots import confident_mistakes, save_all
 
     split = "test" if "test" in result.predictions else next(iter(result.predictions))
@@ -229,6 +242,99 @@ def save_plots(output_dir: Path, model: L.LightningModule, datamodule: L.Lightni
                      metrics_csv=output_dir / "csv" / "metrics.csv", split=split)
     rows = confident_mistakes(result.predictions[split], positive, threshold, limit=gradcam)
     if gradcam and rows:
-        paths.append(save_gradcam(output_dir / "plots" / f"{split}_gradcam.png", model, dataset,
-                                  rows, datamodule.class_names, positive, threshold))
+        layer = default_target_layer(model, dataset[rows[0]][0].unsqueeze(0))
+        if layer is None:
+            log.warning("Grad-CAM skipped: %s has no convolutional stage with a 4-D feature map "
+                        "(set evaluation.gradcam=0 to silence this)",
+                        type(getattr(model, "backbone", model)).__name__)
+        else:
+            paths.append(save_gradcam(output_dir / "plots" / f"{split}_gradcam.png", model,
+                                      dataset, rows, datamodule.class_names, positive, threshold,
+                                      target_layer=layer))
     return paths
+
+
+EVAL_SPLITS = ("train", "val", "test")
+
+
+def check_exclude_test(csv_path: str | Path | None, cv_pool: str | None = None) -> Path | None:
+    """The ``evaluation.exclude_test`` file, or a clear error when it cannot be used."""
+    if not csv_path:
+        return None
+    if cv_pool == "all":
+        raise ValueError(
+            "evaluation.exclude_test cannot be combined with cv.pool=all: its `index` column "
+            "names official test images, while the fold's test split is drawn from every "
+            "split (pool indices), so the wrong images would be dropped. Use cv.groups="
+            "duplicates to keep near-duplicates inside one fold, or cv.pool=trainval.")
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluation.exclude_test: no such file {path.resolve()} (write "
+                                "it with `python -m breastcls.audit`)")
+    try:
+        columns = pd.read_csv(path, nrows=0).columns
+    except Exception as err:
+        raise ValueError(f"evaluation.exclude_test: cannot read {path.resolve()} as CSV: "
+                         f"{err}") from err
+    if "index" not in columns:
+        raise ValueError(f"evaluation.exclude_test: {path.resolve()} has no `index` column "
+                         f"(columns: {list(columns)}); use the audit's "
+                         "test_with_train_duplicate.csv")
+    return path
+
+
+def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> None:
+    """Check the evaluation settings of a train or eval config before any training or
+    prediction: ``evaluation.tta``, ``evaluation.threshold``, ``evaluation.bootstrap``,
+    ``evaluation.exclude_test``, ``eval_splits`` and (``optimized_metric=True``) that
+    ``cfg.optimized_metric`` will be among the scores. Raises ``ValueError``
+    (``FileNotFoundError`` for a missing file) that says what is wrong and what is allowed."""
+    settings = cfg.get("evaluation") or {}
+    try:
+        tta_views(settings.get("tta"))
+    except ValueError as err:
+        raise ValueError(f"evaluation.tta={settings.get('tta')!r}: {err}") from None
+
+    rule = settings.get("threshold") or {}
+    method = rule.get("method")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"evaluation.threshold.method={method!r}; choose null (keep "
+                         f"model.threshold) or one of {list(METHODS)}")
+    if method == "fbeta" and not float(rule.get("beta", 2.0)) > 0:
+        raise ValueError(f"evaluation.threshold.beta={rule.get('beta')!r} must be > 0")
+    if method == "sensitivity" and not 0 < float(rule.get("target_sensitivity", 0.9)) <= 1:
+        raise ValueError("evaluation.threshold.target_sensitivity="
+                         f"{rule.get('target_sensitivity')!r} must lie in (0, 1]")
+    boot = settings.get("bootstrap") or {}
+    if boot.get("n_resamples") and not 0 < float(boot.get("confidence", 0.95)) < 1:
+        raise ValueError(f"evaluation.bootstrap.confidence={boot.get('confidence')!r} must lie "
+                         "in (0, 1)")
+
+    splits = list(cfg.get("eval_splits") or [])
+    unknown = [s for s in splits if s not in EVAL_SPLITS]
+    if unknown:
+        raise ValueError(f"eval_splits={splits}: unknown split(s) {unknown}; choose from "
+                         f"{list(EVAL_SPLITS)}")
+
+    cv = cfg.get("cv") or {}
+    check_exclude_test(settings.get("exclude_test"), cv.get("pool") if cv.get("folds") else None)
+    if settings.get("exclude_test") and "test" not in splits:
+        log.warning("evaluation.exclude_test is set but eval_splits=%s has no test split: no "
+                    "test_dedup split will be scored", splits)
+
+    name = cfg.get("optimized_metric") if optimized_metric else None
+    if name:
+        scored = [*splits, *(["val"] if method else [])]
+        if settings.get("exclude_test") and "test" in splits:
+            scored.append("test_dedup")
+        model = cfg.get("model") or {}
+        if method or model.get("threshold", 0.5) != 0.5:
+            scored += [f"{s}@0.5" for s in scored]
+        metrics = [*classification_metrics(2).keys(), "auc_acc_mean"]
+        split, _, metric = str(name).partition("/")
+        if split not in scored or metric not in metrics:
+            raise ValueError(
+                f"optimized_metric={name!r} will not be computed: the best checkpoint is scored "
+                f"on eval_splits={splits}, so choose <split>/<metric> with split in "
+                f"{list(dict.fromkeys(scored))} and metric in {metrics}, add the split to "
+                "eval_splits, or set optimized_metric=null (no sweep)")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -15,7 +16,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from breastcls.config import metric_value, register_resolvers
-from breastcls.evaluation import evaluate_splits, load_checkpoint, store_threshold
+from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
 from breastcls.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -32,6 +33,9 @@ register_resolvers()
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then score the best checkpoint on ``cfg.eval_splits``; returns ``{"test/auc": ...}``."""
+    # A typo in the evaluation settings fails now, not after training. optimized_metric is
+    # main()'s (what a sweep reads), checked there: train() itself returns every score.
+    validate_settings(cfg, optimized_metric=False)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
@@ -40,6 +44,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.get("ckpt_path"):
+        continue_checkpoints(callbacks, cfg.ckpt_path)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_hyperparameters(loggers, cfg, model)
 
@@ -58,15 +64,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:
         log.warning("No best checkpoint was saved (checkpointing off or fast_dev_run): "
                     "evaluating the final weights.")
+    # The chosen threshold and the test-time flips go into the best checkpoint before plots.
     result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
                              cfg.eval_splits, Path(cfg.paths.output_dir), info,
-                             OmegaConf.to_container(cfg.evaluation, resolve=True))
-    if best and result.info["threshold_selection"]:
-        store_threshold(best, result.info["threshold"])
+                             OmegaConf.to_container(cfg.evaluation, resolve=True),
+                             checkpoint=best)
     log_final_results(loggers, result, step=trainer.global_step)
     print_result(result, f"{cfg.task_name}: best checkpoint "
                  f"(epoch {info.get('best_epoch', trainer.current_epoch)})")
     return result.flat()
+
+
+def continue_checkpoints(callbacks: list[L.Callback], ckpt_path: str) -> None:
+    """Keep a resumed run's checkpoints in the folder it resumes from: Lightning restores the
+    best score and top-k list only when the checkpoint folder is unchanged, and would otherwise
+    pick the best among the resumed epochs alone."""
+    folder = os.path.realpath(Path(ckpt_path).expanduser().parent)
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath != folder:
+            log.info("Resuming: checkpoints continue in %s (not %s), with the best so far",
+                     folder, callback.dirpath)
+            callback.dirpath = folder
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:
@@ -80,6 +98,7 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("extras", {}).get("print_config"):
         print_config_tree(cfg)
+    validate_settings(cfg)
     try:
         metrics = train(cfg)
     finally:

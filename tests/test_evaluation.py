@@ -58,6 +58,7 @@ def test_threshold_is_stored_and_applied(scored_run):
     assert "test@0.5" in metrics  # reports at 0.5 as well
     checkpoint = torch.load(metrics["checkpoint"], weights_only=True)
     assert checkpoint["hyper_parameters"]["threshold"] == choice["threshold"]
+    assert checkpoint["hyper_parameters"]["tta"] == []  # chosen on single-view probabilities
     assert flat["test/f2"] == metrics["test"]["f2"]
 
 

@@ -57,6 +57,21 @@ def test_duplicate_groups_stay_in_one_fold(arrays):
     assert (table.groupby("group").size() > 1).sum() > 10  # BreastMNIST has duplicate clusters
 
 
+def test_grouped_all_pool_keeps_groups_out_of_val(arrays):
+    """cv.pool=all cv.groups=duplicates: the val carve-out draws whole duplicate groups, so no
+    near-duplicate cluster spans train and val (nor test)."""
+    for fold in (0, 3):
+        _, table = assign_folds(arrays, CrossValidation(folds=5, fold=fold, pool="all",
+                                                        groups="duplicates"))
+        roles = table.groupby("group").role.nunique()
+        assert (roles == 1).all(), table[table.group.isin(roles[roles > 1].index)]
+        rest = table[table.role != "test"]
+        val = rest[rest.role == "val"]
+        assert 0.07 < len(val) / len(rest) < 0.13  # val_fraction 0.1, in whole groups
+        assert abs(val.label.mean() - rest.label.mean()) < 0.05  # stratified
+        assert (val.groupby("group").size() > 1).any()  # clusters went to val whole
+
+
 def test_datamodule_under_cv(data_dir):
     dm = BreastMNISTDataModule(str(data_dir), cv={"folds": 4, "fold": 1, "seed": 0})
     dm.setup()
@@ -66,7 +81,8 @@ def test_datamodule_under_cv(data_dir):
 
 
 @pytest.mark.parametrize("bad", [{"folds": 1}, {"folds": 3, "fold": 3}, {"folds": 3, "pool": "x"},
-                                 {"folds": 3, "groups": "patients"}])
+                                 {"folds": 3, "groups": "patients"},
+                                 {"folds": 3, "val_fraction": 0}])
 def test_bad_cv_settings(bad, tmp_path):
     with pytest.raises(ValueError, match="cv\\."):
         BreastMNISTDataModule(str(tmp_path), cv=bad)

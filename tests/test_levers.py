@@ -78,7 +78,25 @@ def test_warmup_then_cosine():
     assert all(a > b for a, b in pairwise(lrs[3:]))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # reaches eta_min
     with pytest.raises(ValueError, match="warmup_epochs"):
-        warmup_cosine(optimizer, warmup_epochs=10, max_epochs=10)
+        warmup_cosine(optimizer, warmup_epochs=-1, max_epochs=10)
+    with pytest.raises(ValueError, match="max_epochs"):
+        warmup_cosine(optimizer, warmup_epochs=3, max_epochs=0)
+
+
+def test_warmup_longer_than_training_is_shortened(caplog):
+    """debug=fdr/limit cut max_epochs to 1 or 3 under a recipe's 3-5 warmup epochs."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = warmup_cosine(optimizer, warmup_epochs=5, max_epochs=3)
+    assert "warming up for 2 epoch(s)" in caplog.text
+    lrs = []
+    for _ in range(3):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.001) and lrs[2] == pytest.approx(0.1)
+    one = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    warmup_cosine(one, warmup_epochs=5, max_epochs=1)  # fast_dev_run: plain cosine
+    assert one.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(("arch", "size"), [("efficientnet_b0", 28), ("convnext_atto", 64)])

@@ -58,6 +58,20 @@ def test_local_pretrained_weights(source, tmp_path):
     assert model.fc[1].out_features == 2
 
 
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_local_weights_reach_an_adapted_gray_stem(source, tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18()
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    model = build_resnet("resnet18", source=source, in_channels=1, small_input=False,
+                         pretrained=str(path))
+    expected = reference.conv1.weight.mean(dim=1, keepdim=True)  # the RGB filters, averaged
+    assert torch.allclose(model.conv1.weight, expected)
+    assert torch.equal(model.state_dict()["bn1.weight"], reference.state_dict()["bn1.weight"])
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 2)
+
+
 def test_local_weights_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         build_resnet(pretrained=str(tmp_path / "missing.pth"))

@@ -97,6 +97,45 @@ def test_best_yaml_is_a_usable_experiment(random_sweep: Path, tmp_path: Path) ->
     assert cfg.trainer.max_epochs == 30  # the rest comes from the experiment searched on
 
 
+def test_best_yaml_keeps_the_overrides_all_trials_shared(tmp_path: Path) -> None:
+    from breastcls.analysis.sweep_summary import FIXED_ATTR, GROUPS_ATTR
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("experiment", "breastmnist_resnet18_paper")
+    study.set_user_attr(FIXED_ATTR, [
+        "hparams_search=breastmnist_random", "model=resnet50", "monitor=val/auc",
+        "trainer.max_epochs=12", "~callbacks.rich_progress_bar=null", "paths.data_dir=/elsewhere"])
+    study.set_user_attr(GROUPS_ATTR, ["callbacks", "experiment", "hparams_search", "model",
+                                      "model/scheduler", "paths"])
+    space = {"model.optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 0.1, log=True),
+             "model/scheduler": optuna.distributions.CategoricalDistribution(["step", "cosine"])}
+    study.enqueue_trial({"model.optimizer.lr": 0.01, "model/scheduler": "cosine"})
+    trial = study.ask(space)
+    study.tell(trial, 0.9)
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "best_trial.yaml").write_text(best_experiment_yaml(study))
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose("train", overrides=["experiment=best_trial",
+                                          f"hydra.searchpath=[file://{tmp_path}]"])
+    assert cfg.model.backbone.arch == "resnet50"
+    assert (cfg.monitor, cfg.trainer.max_epochs) == ("val/auc", 12)
+    assert cfg.callbacks.rich_progress_bar is None
+    assert cfg.model.optimizer.lr == pytest.approx(0.01)
+    assert cfg.model.scheduler._target_.endswith("CosineAnnealingLR")
+    assert "/elsewhere" not in OmegaConf.to_yaml(cfg)  # machine paths stay out of the experiment
+
+
+def test_direction_must_match_the_monitor_where_the_study_judges_it() -> None:
+    from hydra_plugins.breastcls_optuna_sweeper._impl import check_direction
+
+    with pytest.raises(ValueError, match=r"hydra\.sweeper\.direction=minimize"):
+        check_direction("maximize", "min", "val/loss", "val/auc", prunes=True)
+    with pytest.raises(ValueError, match="judge val/loss the wrong way round"):
+        check_direction("maximize", "min", "val/loss", "val/loss", prunes=False)
+    check_direction("maximize", "min", "val/loss", "val/auc", prunes=False)  # plots only
+    check_direction("minimize", "min", "val/loss", "val/loss", prunes=True)
+
+
 def test_rerun_resumes_to_n_trials(random_sweep: Path, data_dir: Path) -> None:
     study = load(random_sweep, "breastmnist_random")
     before = {t.number: t.datetime_complete for t in study.trials}

@@ -101,15 +101,21 @@ def fast_cfg(data_dir: Path, out: Path, *overrides: str):
 
 def test_resume_from_last_checkpoint(data_dir, tmp_path):
     train(fast_cfg(data_dir, tmp_path / "first", "eval_splits=[val]"))
+    first = json.loads((tmp_path / "first" / "metrics.json").read_text())
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] == 0
     train(fast_cfg(data_dir, tmp_path / "resumed", "eval_splits=[val]", "trainer.max_epochs=2",
                    f"ckpt_path={last}"))
-    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    resumed = torch.load(last, weights_only=True)  # checkpoints continue in the first folder
     assert resumed["epoch"] == 1 and resumed["global_step"] == 4  # 2 batches x 2 epochs
     rows = read_csv(tmp_path / "resumed" / "csv" / "metrics.csv")
     epochs = {r["epoch"] for r in rows if r["epoch"]}  # final test metrics carry no epoch
     assert epochs == {"1"}  # only the epoch after the checkpoint was trained
+    # The best checkpoint is chosen over both epochs, not the resumed one alone.
+    second = [float(r["val/auc_acc_mean"]) for r in rows if r.get("val/auc_acc_mean")]
+    info = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
+    assert info["best_score"] == pytest.approx(max(first["best_score"], second[-1]))
+    assert Path(info["checkpoint"]).parent == last.parent
 
 
 def test_same_seed_same_metrics(data_dir, tmp_path):

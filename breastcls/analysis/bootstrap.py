@@ -9,9 +9,6 @@ fall back to ``compute_metrics`` per resample.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 import torch
 from scipy.stats import rankdata
@@ -128,19 +125,4 @@ def bootstrap_ci(probs: ArrayLike, labels: ArrayLike, positive_class: int,
         low, high = np.percentile(samples[name], [tail, 100 - tail])
         out[name] = {"value": float(value), "low": float(low), "high": float(high)}
     return out
-
-
-def bootstrap_splits(predictions: Mapping[str, Any], positive_class: int, threshold: float = 0.5,
-                     **kwargs: Any) -> dict[str, dict[str, dict[str, float]]]:
-    """``{"<split>_ci": bootstrap_ci(...)}`` for ``{split: Predictions}``: the keys metrics.json
-    holds the intervals under."""
-    return {f"{split}_ci": bootstrap_ci(p.probs, p.labels, positive_class, threshold, **kwargs)
-            for split, p in predictions.items()}
-
-
-def bootstrap_settings(n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
-                       ) -> dict[str, Any]:
-    """What metrics.json records under ``"bootstrap"`` next to the intervals."""
-    return {"method": "stratified percentile bootstrap", "n_resamples": n_resamples,
-            "confidence": confidence, "seed": seed}
 

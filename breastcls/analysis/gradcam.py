@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,51 @@ from breastcls.data.arrays import ArrayDataset
 from breastcls.metrics import predict_labels
 
 
-def default_target_layer(model: nn.Module) -> nn.Module:
-    """The last convolutional block of a ResNet backbone (``model.backbone.layer4``)."""
+def target_layer_candidates(model: nn.Module) -> list[nn.Module]:
+    """Layers worth explaining, best first: a ResNet's ``layer4``; the last stage of timm's
+    ``feature_info`` (ConvNeXt ``stages.3``, EfficientNet ``blocks.6``, ...); the last
+    ``nn.Conv2d``."""
     backbone = getattr(model, "backbone", model)
-    if not hasattr(backbone, "layer4"):
-        raise ValueError(f"{type(backbone).__name__} has no layer4; pass target_layer explicitly")
-    return backbone.layer4
+    candidates: list[nn.Module] = []
+    if isinstance(getattr(backbone, "layer4", None), nn.Module):
+        candidates.append(backbone.layer4)
+    feature_info = getattr(backbone, "feature_info", None)
+    if isinstance(feature_info, list) and feature_info and isinstance(feature_info[-1], dict):
+        with contextlib.suppress(AttributeError, KeyError):
+            candidates.append(backbone.get_submodule(feature_info[-1]["module"]))
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    if convs:
+        candidates.append(convs[-1])
+    return list({id(m): m for m in candidates}.values())
+
+
+def default_target_layer(model: nn.Module, inputs: torch.Tensor | None = None
+                         ) -> nn.Module | None:
+    """The last convolutional stage of the backbone, or ``None`` when it has none.
+
+    With example ``inputs``, only a layer whose output is a 4-D feature map (N, C, H, W) is
+    taken: a transformer block's tokens cannot be drawn as a heat map.
+    """
+    candidates = target_layer_candidates(model)
+    if inputs is None or not candidates:
+        return candidates[0] if candidates else None
+    shapes: dict[int, tuple[int, ...]] = {}
+
+    def record(module: nn.Module, _args: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            shapes[id(module)] = tuple(output.shape)
+
+    hooks = [m.register_forward_hook(record) for m in candidates]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(inputs[:1].to(next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return next((m for m in candidates if len(shapes.get(id(m), ())) == 4), None)
 
 
 def gradcam_maps(model: nn.Module, inputs: torch.Tensor, classes: Sequence[int],
@@ -32,8 +72,11 @@ def gradcam_maps(model: nn.Module, inputs: torch.Tensor, classes: Sequence[int],
     was_training = model.training
     model.eval()
     try:
-        with GradCAM(model=model, target_layers=[target_layer or default_target_layer(model)]
-                     ) as cam:
+        layer = target_layer if target_layer is not None else default_target_layer(model, inputs)
+        if layer is None:
+            raise ValueError(f"{type(getattr(model, 'backbone', model)).__name__} has no "
+                             "convolutional stage to explain; pass target_layer explicitly")
+        with GradCAM(model=model, target_layers=[layer]) as cam:
             device = next(model.parameters()).device
             return cam(inputs.to(device), [ClassifierOutputTarget(int(c)) for c in classes])
     finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,18 @@ log = logging.getLogger(__name__)
 INTERRUPTED_ATTR = "interrupted_at"  # a trial a killed sweep left running, failed on resume
 RETRY_OF_ATTR = "retry_of"  # the interrupted trial this one runs again
 RESTARTED_ATTR = "restarted_at"  # older studies: an interrupted trial re-run in place, from then
+FIXED_ATTR = "fixed_overrides"  # overrides every trial shared (command line, non-searched keys)
+GROUPS_ATTR = "config_groups"  # config group names, for best.yaml's defaults list
+# Shared overrides that do not belong in an experiment file: the search itself, machine paths.
+NOT_IN_EXPERIMENT = ("hparams_search", "experiment", "hydra", "paths")
 PLOTS = ("optimization_history", "param_importances", "parallel_coordinate",
          "intermediate_values")
 
 
 def read_split_metrics(output_dir: str | Path | None, split: str = "val") -> dict[str, float]:
-    """``{"val/auc": ...}`` from a trial's metrics.json; empty when the trial wrote none."""
-    path = Path(output_dir) / "metrics.json" if output_dir else None
+    """``{"val/auc": ...}`` from a trial's metrics.json; empty when the trial wrote none (or,
+    queued and never run, has no folder: pandas gives it NaN)."""
+    path = Path(output_dir) / "metrics.json" if isinstance(output_dir, str | Path) else None
     if path is None or not path.is_file():
         return {}
     values = json.loads(path.read_text()).get(split, {})
@@ -67,17 +73,30 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
 
 
 def best_experiment_yaml(study: optuna.Study) -> str:
-    """A ``# @package _global_`` experiment config with the best trial's params as nested keys:
+    """A ``# @package _global_`` experiment config with the best trial's params and the
+    overrides all trials shared (less the search's own and machine paths) as nested keys:
     copy it to conf/experiment/NAME.yaml and run ``python -m breastcls.train experiment=NAME``."""
     best = study.best_trial
     space = study.user_attrs.get("search_space", {})
-    keys = {name.lstrip("+~") for name in best.params}
-    # Config-group params (key with a "/", e.g. model/optimizer) go into the defaults list.
-    groups = {k: v for k, v in best.params.items() if "/" in k.lstrip("+~").split("@")[0]}
+    group_names = set(study.user_attrs.get(GROUPS_ATTR, []))
+    parser = OverridesParser.create()
+    overrides = [parser.parse_override(line) for line in study.user_attrs.get(FIXED_ATTR, [])]
+    overrides = [o for o in overrides
+                 if o.key_or_group.split(".")[0].split("/")[0] not in NOT_IN_EXPERIMENT]
+    settings = {(("~" if o.is_delete() else "") + o.key_or_group): o.value() for o in overrides}
+    settings.update(best.params)  # searched keys are never fixed ones; they win regardless
+
+    def is_group(key: str) -> bool:
+        key = key.lstrip("+~").split("@")[0]
+        return key in group_names or "/" in key
+
+    groups = {k.lstrip("+~"): v for k, v in settings.items() if is_group(k)}
     values = OmegaConf.create()
-    for key, value in best.params.items():
-        if key not in groups:
-            OmegaConf.update(values, key.lstrip("+~"), value, force_add=True)
+    for key, value in settings.items():
+        if not is_group(key):
+            # A deleted key becomes null: callbacks and loggers set to null are left out.
+            OmegaConf.update(values, key.lstrip("+~"), None if key.startswith("~") else value,
+                             force_add=True)
     base = study.user_attrs.get("experiment")
     metric = study.user_attrs.get("optimized_metric") or "value"
     lines = ["# @package _global_",
@@ -86,9 +105,10 @@ def best_experiment_yaml(study: optuna.Study) -> str:
              "# Copy to conf/experiment/NAME.yaml and run: "
              "python -m breastcls.train experiment=NAME",
              "# Search space:",
-             *(f"#   {k}: {space.get(k, '?')}" for k in sorted(keys))]
+             *(f"#   {k}: {space.get(k, '?')}" for k in sorted(k.lstrip("+~")
+                                                            for k in best.params))]
     defaults = ([f"  - {base}  # the experiment the search ran on"] if base else [])
-    defaults += [f"  - override /{k.lstrip('+~')}: {v}" for k, v in groups.items()]
+    defaults += [f"  - override /{k}: {v}" for k, v in groups.items()]
     if defaults:
         lines += ["defaults:", *defaults, "  - _self_"]
     lines.append("")

@@ -21,7 +21,8 @@ class CrossValidation:
     ``pool=trainval``: train+val are merged and fold ``fold`` is the validation set; the official
     test split stays apart. ``pool=all``: every split is merged, fold ``fold`` is the test set and
     ``val_fraction`` of the rest (stratified) validates. ``groups=duplicates`` keeps near-duplicate
-    images (``breastcls.analysis.audit``) inside one fold.
+    images (``breastcls.analysis.audit``) inside one fold, and (``pool=all``) on one side of the
+    train/val carve-out.
     """
 
     folds: int = 5
@@ -37,6 +38,8 @@ class CrossValidation:
                              "cv.folds must be at least 2")
         if self.pool not in POOLS:
             raise ValueError(f"cv.pool={self.pool!r}; choose one of {POOLS}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"cv.val_fraction={self.val_fraction} must lie in (0, 1)")
         if self.groups not in (None, "duplicates"):
             raise ValueError(f"cv.groups={self.groups!r}; choose null or 'duplicates'")
 
@@ -49,6 +52,23 @@ def duplicate_groups(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n = len(images)
     graph = coo_matrix((np.ones(len(pairs)), (pairs.index_a, pairs.index_b)), shape=(n, n))
     return connected_components(graph, directed=False)[1]
+
+
+def carve_val(rest: np.ndarray, labels: np.ndarray, groups: np.ndarray | None,
+              cv: CrossValidation) -> np.ndarray:
+    """``cv.val_fraction`` of the pool indices ``rest`` to validate on, stratified by label.
+
+    With ``groups`` whole groups are drawn (one fold of ``round(1 / val_fraction)`` stratified
+    group folds), so no near-duplicate cluster spans train and val.
+    """
+    if groups is None:
+        _, val = train_test_split(rest, test_size=cv.val_fraction, random_state=cv.seed,
+                                  stratify=labels[rest])
+        return val
+    splitter = StratifiedGroupKFold(n_splits=max(2, round(1 / cv.val_fraction)), shuffle=True,
+                                    random_state=cv.seed)
+    _, held = next(splitter.split(rest, labels[rest], groups[rest]))
+    return rest[held]
 
 
 def assign_folds(arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], cv: CrossValidation
@@ -68,9 +88,7 @@ def assign_folds(arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], cv: CrossV
     rest = np.flatnonzero(~held_out)
     role = np.where(held_out, "val" if cv.pool == "trainval" else "test", "train")
     if cv.pool == "all":
-        _, val = train_test_split(rest, test_size=cv.val_fraction, random_state=cv.seed,
-                                  stratify=labels[rest])
-        role[val] = "val"
+        role[carve_val(rest, labels, groups, cv)] = "val"
     table = pd.DataFrame({
         "pool_index": np.arange(len(labels)),
         "source_split": np.concatenate([[s] * len(arrays[s][1]) for s in pooled]),

@@ -38,11 +38,12 @@ class ImageClassifier(L.LightningModule):
         threshold: float = 0.5,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        tta: list[str] | None = None,
     ) -> None:
         super().__init__()
         # Plain containers only: Lightning loads checkpoints with weights_only=True.
         backbone, optimizer, scheduler = (_plain(c) for c in (backbone, optimizer, scheduler))
-        class_weights = _plain(class_weights)
+        class_weights, tta = _plain(class_weights), _plain(tta)
         self.save_hyperparameters()
         self.backbone: nn.Module = instantiate(dict(backbone), num_classes=num_classes)
         self.register_buffer("loss_weights", _fixed_class_weights(class_weights, num_classes),
@@ -51,7 +52,9 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
         self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
         self.test_metrics = classification_metrics(num_classes, threshold).clone("test/")
-        self.predict_tta: bool | list[str] | None = None  # evaluation.tta, not an hparam
+        # ``tta`` (hparam): the flips ``threshold`` was chosen with, written into the best
+        # checkpoint after training; ``predict_tta``: the flips predict_step applies now.
+        self.predict_tta: bool | list[str] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -82,16 +85,19 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, self.train_metrics, mix=True)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch[0]))
+                 batch_size=len(batch[0]), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, _ = self._step(batch, self.val_metrics)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        # sync_dist: under DDP the epoch mean covers every rank's shard, not rank 0's alone
+        # (monitor=val/loss, early stopping and checkpoints must agree across ranks).
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch[0]),
+                 sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, _ = self._step(batch, self.test_metrics)
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch[0]))
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch[0]), sync_dist=True)
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y, index = batch
@@ -99,7 +105,9 @@ class ImageClassifier(L.LightningModule):
         return {"probs": probs, "labels": y, "index": index}
 
     def _log_epoch(self, metrics) -> dict[str, torch.Tensor]:
-        values = metrics.compute()  # synchronised across processes under DDP
+        # torchmetrics synchronises compute() across processes, so these values (and
+        # auc_acc_mean, made from them) are already the same on every rank: no sync_dist.
+        values = metrics.compute()
         metrics.reset()
         self.log_dict(values, prog_bar=False)
         return values
@@ -132,12 +140,25 @@ def class_probabilities(model: nn.Module, x: torch.Tensor,
                         tta: bool | Sequence[str] | None = None) -> torch.Tensor:
     """Softmax probabilities, averaged over flipped views when ``tta`` names flips
     (``hflip``, ``vflip``; ``True`` means both)."""
-    flips = list(FLIP_DIMS) if tta is True else list(tta or [])
+    views = [x, *(x.flip(FLIP_DIMS[f]) for f in tta_views(tta))]
+    return torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(0)
+
+
+def tta_views(tta: bool | str | Sequence[str] | None) -> list[str]:
+    """The flips ``tta`` names as a plain list (``True``: all of them; ``None``/``False``:
+    none), or a clear error."""
+    if tta is None or tta is False:
+        return []
+    if tta is True:
+        return list(FLIP_DIMS)
+    if isinstance(tta, str) or not isinstance(tta, Sequence):
+        raise ValueError(f"test-time augmentation must be a list of flips such as [hflip], "
+                         f"got {tta!r}; choose from {list(FLIP_DIMS)}")
+    flips = [str(f) for f in tta]
     unknown = sorted(set(flips) - set(FLIP_DIMS))
     if unknown:
         raise ValueError(f"unknown test-time augmentation {unknown}; choose from {list(FLIP_DIMS)}")
-    views = [x, *(x.flip(FLIP_DIMS[f]) for f in flips)]
-    return torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(0)
+    return flips
 
 
 def _batch_mix(mixup_alpha: float, cutmix_alpha: float, num_classes: int) -> nn.Module | None:

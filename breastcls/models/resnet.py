@@ -36,15 +36,15 @@ def build_resnet(
         raise ValueError(f"unknown ResNet {arch!r}; choose one of {ARCHS}")
     local_weights = pretrained if isinstance(pretrained, str) and pretrained else None
     download = pretrained is True
+    # ImageNet weights are RGB: a local file loads into a 3-channel stem, adapted afterwards.
+    build_channels = 3 if local_weights or source == "torchvision" else in_channels
     if source == "torchvision":
         weights = "DEFAULT" if download else None
         model = with_download_hint(lambda: getattr(torchvision.models, arch)(weights=weights),
                                     arch, download)
-        if in_channels != 3 and not small_input:
-            model.conv1 = _adapt_conv(model.conv1, in_channels)
     elif source == "timm":
         model = with_download_hint(
-            lambda: timm.create_model(arch, pretrained=download, in_chans=in_channels), arch,
+            lambda: timm.create_model(arch, pretrained=download, in_chans=build_channels), arch,
             download)
     else:
         raise ValueError(f"unknown source {source!r}; choose 'torchvision' or 'timm'")
@@ -56,12 +56,14 @@ def build_resnet(
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=True)
         if not keep_maxpool:
             model.maxpool = nn.Identity()
+    elif build_channels != in_channels:
+        model.conv1 = _adapt_conv(model.conv1, in_channels)
     model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(model.fc.in_features, num_classes))
     return model
 
 
 def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` taking ``in_channels``; pretrained RGB filters are averaged."""
+    """A copy of ``conv`` taking ``in_channels``; its (pretrained) RGB filters are averaged."""
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     bias=conv.bias is not None)
     new.weight.data = conv.weight.data.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1)

@@ -33,7 +33,12 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from breastcls.analysis.sweep_summary import INTERRUPTED_ATTR, RETRY_OF_ATTR
+from breastcls.analysis.sweep_summary import (
+    FIXED_ATTR,
+    GROUPS_ATTR,
+    INTERRUPTED_ATTR,
+    RETRY_OF_ATTR,
+)
 from breastcls.callbacks.optuna_pruning import PRUNER_ATTR, open_storage
 
 log = logging.getLogger(__name__)
@@ -108,6 +113,9 @@ class OptunaSweeperImpl(Sweeper):
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         self.fixed, self.space = self._parse([f"{k}={v}" for k, v in self.params.items()]
                                              + list(arguments))
+        check_direction(self.direction, self.config.get("monitor_mode"), self.monitor,
+                        self.config.get("optimized_metric"),
+                        prunes=self.pruner_cfg.get("_target_") != "optuna.pruners.NopPruner")
         url = self.storage_url or f"sqlite:///{self.sweep_dir / 'optuna.db'}"
         storage = open_storage(url)
         study = optuna.create_study(
@@ -223,6 +231,10 @@ class OptunaSweeperImpl(Sweeper):
         study.set_user_attr("monitor", self.monitor)
         choices = OmegaConf.select(self.config, "hydra.runtime.choices") or {}
         study.set_user_attr("experiment", choices.get("experiment"))
+        # best.yaml rebuilds each trial's config: the overrides every trial shared, and which
+        # keys name config groups (they go into its defaults list).
+        study.set_user_attr(FIXED_ATTR, [f"{k}={v}" for k, v in self.fixed.items()])
+        study.set_user_attr(GROUPS_ATTR, sorted(choices))
         for params in self.enqueue_trials:
             # Keys fixed on the command line (or misspelt) are no params: leave them out.
             unknown = sorted(set(params) - set(self.space))
@@ -268,6 +280,19 @@ class OptunaSweeperImpl(Sweeper):
             return
         log.info("Optuna: %s; best trial %d, value %.4f, params %s", counts, best.number,
                  best.value, best.params)
+
+
+def check_direction(direction: str, monitor_mode: str | None, monitor: str,
+                    optimized_metric: str | None, prunes: bool) -> None:
+    """Refuse a study direction that disagrees with ``monitor_mode`` where the study judges the
+    monitored values: when a pruner compares them, or when they are what the study optimises."""
+    expected = {"max": "maximize", "min": "minimize"}.get(str(monitor_mode))
+    if expected is None or expected == direction or not (prunes or monitor == optimized_metric):
+        return
+    raise ValueError(
+        f"hydra.sweeper.direction={direction} but monitor_mode={monitor_mode}: the study would "
+        f"judge {monitor} the wrong way round. Set hydra.sweeper.direction={expected} (or "
+        f"monitor_mode to match the direction).")
 
 
 def held_trials(study: optuna.Study) -> int:
