@@ -125,6 +125,22 @@ def test_best_yaml_keeps_the_overrides_all_trials_shared(tmp_path: Path) -> None
     assert "/elsewhere" not in OmegaConf.to_yaml(cfg)  # machine paths stay out of the experiment
 
 
+def test_trials_table_with_a_queued_trial(tmp_path: Path) -> None:
+    """A configuration queued but never run (more enqueued than n_trials) has no folder."""
+    from breastcls.analysis.sweep_summary import trials_table
+
+    (tmp_path / "metrics.json").write_text('{"val": {"auc": 0.9}}')
+    study = optuna.create_study(direction="maximize")
+    space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    trial = study.ask(space)
+    trial.set_user_attr("output_dir", str(tmp_path))
+    study.tell(trial, 0.9)
+    study.enqueue_trial({"lr": 0.01})
+    table = trials_table(study).set_index("number")
+    assert table.loc[0, "val/auc"] == 0.9
+    assert table.loc[1, "state"] == "WAITING" and pd.isna(table.loc[1, "val/auc"])
+
+
 def test_direction_must_match_the_monitor_where_the_study_judges_it() -> None:
     from hydra_plugins.breastcls_optuna_sweeper._impl import check_direction
 
