@@ -45,13 +45,20 @@ def test_gray_input_on_standard_stem():
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 2)
 
 
-@pytest.mark.parametrize("source", ["torchvision", "timm"])
-def test_local_pretrained_weights(source, tmp_path):
+@pytest.fixture
+def imagenet_file(tmp_path) -> tuple[nn.Module, str]:
+    """A torchvision ResNet-18 and its state dict saved as a local "pretrained" weights file."""
     torch.manual_seed(0)
     reference = torchvision.models.resnet18()
     path = tmp_path / "resnet18_imagenet.pth"
     torch.save(reference.state_dict(), path)
-    model = build_resnet("resnet18", source=source, in_channels=1, pretrained=str(path))
+    return reference, str(path)
+
+
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_local_pretrained_weights(source, imagenet_file):
+    reference, path = imagenet_file
+    model = build_resnet("resnet18", source=source, in_channels=1, pretrained=path)
     for name in ("layer1.0.conv1.weight", "layer4.1.bn2.running_mean", "bn1.weight"):
         assert torch.equal(model.state_dict()[name], reference.state_dict()[name]), name
     assert model.conv1.weight.shape == (64, 1, 3, 3)  # replaced stem starts fresh
@@ -59,13 +66,10 @@ def test_local_pretrained_weights(source, tmp_path):
 
 
 @pytest.mark.parametrize("source", ["torchvision", "timm"])
-def test_local_weights_reach_an_adapted_gray_stem(source, tmp_path):
-    torch.manual_seed(0)
-    reference = torchvision.models.resnet18()
-    path = tmp_path / "resnet18_imagenet.pth"
-    torch.save(reference.state_dict(), path)
+def test_local_weights_reach_an_adapted_gray_stem(source, imagenet_file):
+    reference, path = imagenet_file
     model = build_resnet("resnet18", source=source, in_channels=1, small_input=False,
-                         pretrained=str(path))
+                         pretrained=path)
     expected = reference.conv1.weight.mean(dim=1, keepdim=True)  # the RGB filters, averaged
     assert torch.allclose(model.conv1.weight, expected)
     assert torch.equal(model.state_dict()["bn1.weight"], reference.state_dict()["bn1.weight"])
