@@ -94,7 +94,9 @@ def test_best_yaml_is_a_usable_experiment(random_sweep: Path, tmp_path: Path) ->
     assert cfg.model.optimizer.lr == pytest.approx(best["model.optimizer.lr"])
     assert cfg.model.scheduler.step_size == best["model.scheduler.step_size"]
     assert cfg.model.backbone.dropout == pytest.approx(best["model.backbone.dropout"])
-    assert cfg.trainer.max_epochs == 30  # the rest comes from the experiment searched on
+    assert cfg.trainer.max_epochs == 1  # the overrides every trial shared are kept
+    assert cfg.model.backbone.small_input is False
+    assert cfg.model.optimizer._target_ == "torch.optim.SGD"  # the rest: the experiment's
 
 
 def test_best_yaml_keeps_the_overrides_all_trials_shared(tmp_path: Path) -> None:
