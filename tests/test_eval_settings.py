@@ -15,7 +15,6 @@ from torch import nn
 from breastcls.analysis.gradcam import default_target_layer
 from breastcls.data.folds import CrossValidation
 from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
-from breastcls.models.classifier import ImageClassifier
 from breastcls.models.timm_models import build_timm_model
 from breastcls.train import train
 from tests.conftest import FAST, compose_train
@@ -158,17 +157,3 @@ def test_debug_fdr_runs_the_best_recipe(data_dir, tmp_path):
 
 
 # -- DDP --------------------------------------------------------------------------------------
-
-def test_epoch_losses_are_synchronised_across_processes():
-    model = ImageClassifier(
-        backbone={"_target_": "breastcls.models.resnet.build_resnet", "in_channels": 1},
-        optimizer={"_target_": "torch.optim.SGD", "lr": 0.01}).eval()
-    logged: dict[str, dict] = {}
-    model.log = lambda name, value, **kwargs: logged.__setitem__(name, kwargs)
-    batch = (torch.randn(2, 1, 28, 28), torch.tensor([0, 1]), torch.arange(2))
-    with torch.no_grad():
-        model.training_step(batch, 0)
-        model.validation_step(batch, 0)
-        model.test_step(batch, 0)
-    assert set(logged) == {"train/loss", "val/loss", "test/loss"}
-    assert all(kwargs.get("sync_dist") for kwargs in logged.values()), logged

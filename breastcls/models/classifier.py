@@ -85,19 +85,16 @@ class ImageClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch, self.train_metrics, mix=True)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch[0]), sync_dist=True)
+                 batch_size=len(batch[0]))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, _ = self._step(batch, self.val_metrics)
-        # sync_dist: under DDP the epoch mean covers every rank's shard, not rank 0's alone
-        # (monitor=val/loss, early stopping and checkpoints must agree across ranks).
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch[0]),
-                 sync_dist=True)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, _ = self._step(batch, self.test_metrics)
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch[0]), sync_dist=True)
+        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch[0]))
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y, index = batch
