@@ -90,10 +90,9 @@ def enqueue_configurations(source: optuna.Study, url: str, name: str,
 
 
 def run_search(name: str, pruner: str, args: argparse.Namespace, n_trials: int,
-               queue_from: optuna.Study | None = None, numbers: list[int] | None = None
-               ) -> optuna.Study:
+               queue_from: optuna.Study | None = None) -> optuna.Study:
     """The search, resumed when its folder exists (finished trials are kept); ``queue_from``'s
-    configurations (trials ``numbers``, or all) run first."""
+    configurations run first."""
     url, sweep_dir = storage_url(args, name), (args.out / name).resolve()
     overrides = [
         "hparams_search=breastmnist_random", f"hydra.sweep.dir={sweep_dir}",
@@ -107,7 +106,7 @@ def run_search(name: str, pruner: str, args: argparse.Namespace, n_trials: int,
                       f"hydra.sweeper.pruner.n_warmup_steps={args.n_warmup_steps[0]}"]
     if queue_from is not None:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        queued = enqueue_configurations(queue_from, url, name, numbers)
+        queued = enqueue_configurations(queue_from, url, name)
         print(f"{name}: {queued} configurations of {queue_from.study_name} queued", flush=True)
     if args.limit_train_batches:
         overrides.append(f"++trainer.limit_train_batches={args.limit_train_batches}")

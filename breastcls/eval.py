@@ -23,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from breastcls.config import register_resolvers
 from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
 from breastcls.instantiate import single_device_trainer
-from breastcls.predict import default_tta, run_config, run_config_path
 from breastcls.reporting import print_result
+from breastcls.runs import default_tta, run_config, run_config_path
 
 register_resolvers()
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from breastcls.analysis.bootstrap import bootstrap_ci
 from breastcls.analysis.thresholds import METHODS, ThresholdChoice, select_threshold
 from breastcls.data.arrays import ArrayDataset
 from breastcls.metrics import (
-    classification_metrics,
+    TABLE_METRICS,
     compute_metrics,
     confusion_matrix,
     metric_inputs,
@@ -220,7 +220,7 @@ def write_result(result: EvaluationResult, output_dir: Path) -> None:
 
 
 def _without(test: Predictions, csv_path: str | Path) -> Predictions:
-    path = check_exclude_test(csv_path)
+    path = check_exclude_test(csv_path)  # ensemble reaches here without evaluate_splits' check
     excluded = torch.tensor(pd.read_csv(path)["index"].to_numpy(), dtype=torch.long)
     return test.subset(~torch.isin(test.index, excluded))
 
@@ -330,7 +330,7 @@ def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> 
         model = cfg.get("model") or {}
         if method or model.get("threshold", 0.5) != 0.5:
             scored += [f"{s}@0.5" for s in scored]
-        metrics = [*classification_metrics(2).keys(), "auc_acc_mean"]
+        metrics = [*TABLE_METRICS, "auc_acc_mean"]
         split, _, metric = str(name).partition("/")
         if split not in scored or metric not in metrics:
             raise ValueError(

@@ -27,7 +27,8 @@ from torch import nn
 
 from breastcls.evaluation import load_checkpoint
 from breastcls.models.classifier import class_probabilities, tta_views
-from breastcls.predict import default_tta, input_channels, run_data_config, stored_tta
+from breastcls.predict import input_channels
+from breastcls.runs import default_tta, run_data_config, stored_tta
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +92,22 @@ def check_onnx(path: str | Path, model: nn.Module, input_shape: tuple[int, int, 
 
 def export(cfg: DictConfig) -> Path:
     model, info = load_checkpoint(cfg.ckpt_path, cfg.module_class)
-    data_cfg = run_data_config(cfg.ckpt_path, "export", ", ".join(
-        [*([] if cfg.image_size else ["28 x 28 inputs (image_size=...)"]),
-         *([] if cfg.get("normalize") else ["mean 0.5, std 0.5 in the metadata (normalize=...)"])])
-        or "nothing")
+    data_cfg = run_data_config(cfg.ckpt_path, "export", [
+        (cfg.image_size, "28 x 28 inputs (image_size=...)"),
+        (cfg.get("normalize"), "mean 0.5, std 0.5 in the metadata (normalize=...)")])
     # The graph takes the images the network saw: data.resize's side when training upsampled.
     size = int(cfg.image_size or data_cfg.get("resize") or data_cfg.get("size") or 28)
     shape = (input_channels(model), size, size)
     normalize = cfg.get("normalize") or data_cfg.get("normalize") or {"mean": [0.5], "std": [0.5]}
     if cfg.outputs == "probs":
         tta = tta_views(default_tta(cfg.get("tta"), model, "export"))
-    else:
-        tta = _logits_tta(cfg.get("tta"), model)
+    else:  # export_onnx refuses flips with logits
+        tta = tta_views(cfg.get("tta"))
+        if stored_tta(model):
+            log.warning("export: the checkpoint's threshold was chosen on probabilities averaged "
+                        "over %s, which logits output cannot include: average the softmax of "
+                        "the flipped images yourself before applying it (metadata threshold_tta)",
+                        stored_tta(model))
     metadata = {"outputs": cfg.outputs, "input_shape": list(shape),
                 "threshold": model.hparams.get("threshold", 0.5),
                 "positive_class": model.hparams.positive_class,
@@ -117,18 +122,6 @@ def export(cfg: DictConfig) -> Path:
     log.info("Wrote %s (input 'image' %s, output '%s'%s)", path, shape, cfg.outputs,
              f", averaged over {tta}" if tta else "")
     return path
-
-
-def _logits_tta(requested: Any, model: nn.Module) -> list[str]:
-    """Logits cannot hold flip averaging: none, with a warning when the threshold assumes it."""
-    if tta_views(requested):
-        raise ValueError(f"tta={tta_views(requested)} averages probabilities: use outputs=probs")
-    if stored_tta(model):
-        log.warning("export: the checkpoint's threshold was chosen on probabilities averaged "
-                    "over %s, which logits output cannot include: average the softmax of the "
-                    "flipped images yourself before applying it (metadata threshold_tta)",
-                    stored_tta(model))
-    return []
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

@@ -14,88 +14,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import hydra
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
 from breastcls.data.arrays import build_transform, upsample
 from breastcls.evaluation import load_checkpoint
 from breastcls.metrics import predict_labels
-from breastcls.models.classifier import class_probabilities, tta_views
+from breastcls.models.classifier import class_probabilities
+from breastcls.runs import default_tta, run_data_config
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                   "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
-
-
-def run_config_path(ckpt_path: str | Path) -> Path:
-    """Where the training run's config lies: ``<run>/.hydra/config.yaml``, ``<run>`` being the
-    folder above ``checkpoints/``."""
-    return Path(ckpt_path).resolve().parent.parent / ".hydra" / "config.yaml"
-
-
-def run_config(ckpt_path: str | Path) -> DictConfig | None:
-    """The training run's config (``<run>/.hydra/config.yaml`` above ``checkpoints/``), if any."""
-    path = run_config_path(ckpt_path)
-    return OmegaConf.load(path) if path.is_file() else None
-
-
-def run_data_config(ckpt_path: str | Path, task: str, assumed: str) -> Any:
-    """The training run's ``data`` config; ``{}`` with a warning naming the missing file and
-    what ``task`` assumes instead (``assumed``) when the run's config is not there."""
-    config = run_config(ckpt_path)
-    if config is None:
-        log.warning("%s: the training run's config %s is missing, so the images' size and "
-                    "normalisation cannot be read from it: assuming %s. If the model was trained "
-                    "otherwise, the results are wrong: pass the training values.",
-                    task, run_config_path(ckpt_path), assumed)
-        return {}
-    log.info("%s: data settings from the training run's config %s", task,
-             run_config_path(ckpt_path))
-    return config.get("data") or {}
-
-
-def stored_tta(model: nn.Module) -> list[str] | None:
-    """The test-time flips the checkpoint's threshold was chosen with (hparam ``tta``, written
-    after training); None for checkpoints that do not record them."""
-    hparams = getattr(model, "hparams", {})
-    tta = hparams.get("tta") if hasattr(hparams, "get") else None
-    return None if tta is None else tta_views(tta)
-
-
-def default_tta(requested: Any, model: nn.Module, task: str, threshold_is_stored: bool = True,
-                key: str = "tta") -> bool | list[str] | None:
-    """``requested`` (the user's ``tta``), or the checkpoint's views when it is null.
-
-    An explicit setting wins; if it differs from the views the stored threshold was chosen
-    under and that threshold is applied (``threshold_is_stored``), a warning says so.
-    ``[]`` or ``false`` turns test-time augmentation off explicitly. ``key``: the setting's name
-    in the caller's config, for the messages.
-    """
-    if OmegaConf.is_config(requested):
-        requested = OmegaConf.to_container(requested, resolve=True)
-    stored = stored_tta(model)
-    if requested is None:
-        if stored:
-            log.info("%s: test-time augmentation %s, as recorded in the checkpoint (its threshold "
-                     "was chosen on those flip-averaged probabilities); %s=[] turns it off",
-                     task, stored, key)
-        return stored
-    if (stored is not None and threshold_is_stored
-            and sorted(tta_views(requested)) != sorted(stored)):
-        log.warning("%s: %s=%s is applied, but the checkpoint's threshold was chosen on "
-                    "probabilities averaged over %s: its operating point may not hold (leave "
-                    "%s unset to use the checkpoint's)", task, key, tta_views(requested),
-                    stored or "no flips", key)
-    return requested
 
 
 def input_channels(model: nn.Module) -> int:
@@ -177,10 +115,10 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     if not cfg.get("ckpt_path") or not cfg.get("input"):
         raise ValueError("pass ckpt_path=/path/to/model.ckpt and input=<folder or .npz>")
     model, _ = load_checkpoint(cfg.ckpt_path, cfg.module_class)
-    data_cfg = run_data_config(cfg.ckpt_path, "predict", ", ".join(
-        [*([] if cfg.image_size else ["images used at their own size (image_size=...)"]),
-         *([] if cfg.get("resize") is not None else ["no upsampling (resize=...)"]),
-         *([] if cfg.normalize else ["mean 0.5, std 0.5 (normalize=...)"])]) or "nothing")
+    data_cfg = run_data_config(cfg.ckpt_path, "predict", [
+        (cfg.image_size, "images used at their own size (image_size=...)"),
+        (cfg.get("resize") is not None, "no upsampling (resize=...)"),
+        (cfg.normalize, "mean 0.5, std 0.5 (normalize=...)")])
     size = cfg.image_size or data_cfg.get("size")
     normalize = cfg.normalize or data_cfg.get("normalize") or {"mean": [0.5], "std": [0.5]}
     threshold = cfg.get("threshold")

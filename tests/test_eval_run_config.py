@@ -155,7 +155,7 @@ def run_predict(tmp_path: Path, checkpoint: Path, images: np.ndarray, *overrides
 
 
 def test_predict_defaults_to_the_checkpoint_tta(checkpoint, images, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="breastcls.predict"):
+    with caplog.at_level(logging.INFO, logger="breastcls.runs"):
         default = run_predict(tmp_path, checkpoint, images)
     assert "test-time augmentation ['hflip'], as recorded in the checkpoint" in caplog.text
     flipped = run_predict(tmp_path, checkpoint, images, "tta=[hflip]")
@@ -166,14 +166,14 @@ def test_predict_defaults_to_the_checkpoint_tta(checkpoint, images, tmp_path, ca
         expected = class_probabilities(model.eval(), (x.float() / 255 - 0.5) / 0.5, ["hflip"])
     np.testing.assert_allclose(default[PROB_COLUMNS], expected.numpy(), atol=1e-5)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="breastcls.predict"):
+    with caplog.at_level(logging.WARNING, logger="breastcls.runs"):
         plain = run_predict(tmp_path, checkpoint, images, "tta=[]")
     assert "threshold was chosen on probabilities averaged over ['hflip']" in caplog.text
     assert not np.allclose(plain[PROB_COLUMNS], default[PROB_COLUMNS], atol=1e-6)
 
 
 def test_predict_old_checkpoint_without_config_or_tta(bare_checkpoint, images, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="breastcls.predict"):
+    with caplog.at_level(logging.WARNING, logger="breastcls.runs"):
         frame = run_predict(tmp_path, bare_checkpoint, images)
     missing = str(bare_checkpoint.parent.parent / ".hydra" / "config.yaml")
     assert f"config {missing} is missing" in caplog.text

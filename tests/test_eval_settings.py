@@ -1,5 +1,5 @@
 """Evaluation settings checked before training; what the best checkpoint records; Grad-CAM
-on non-ResNet backbones; debug modes with warmup schedules; DDP-synchronised losses."""
+on non-ResNet backbones; debug modes with warmup schedules."""
 
 from __future__ import annotations
 

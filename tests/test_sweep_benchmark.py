@@ -69,3 +69,14 @@ def test_pruned_arm_gets_the_unpruned_configurations_once(tmp_path: Path) -> Non
     assert bench.enqueue_configurations(source, url, "median") == 0  # a resume queues nothing
     target = optuna.load_study(study_name="median", storage=url)
     assert [target.ask(space).params for _ in range(3)] == [c.params for c in CURVES]
+
+
+def test_retimed_durations_replace_the_recorded_ones() -> None:
+    study = optuna.create_study(direction="maximize")
+    for value in (0.8, 0.9):
+        study.tell(study.ask(), value)
+    recorded = [t.duration.total_seconds() for t in study.trials]
+    assert bench.trial_seconds(study) == pytest.approx(sum(recorded))
+    study.set_user_attr(bench.RETIMED_ATTR, {"1": 100.0})  # trial 1 re-run alone
+    assert bench.seconds_of(study, study.trials[1]) == 100.0
+    assert bench.trial_seconds(study) == pytest.approx(recorded[0] + 100.0)
