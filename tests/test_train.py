@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -171,6 +172,14 @@ def test_ddp_two_cpu_processes(data_dir, tmp_path):
     for split in ("train", "val", "test"):
         assert set(ddp[split]) == set(single[split])
     assert len(read_csv(tmp_path / "ddp" / "test_predictions.csv")) == 156
+    # Each rank validated half of the 78 images in its one batch; the logged val/loss is the
+    # mean over both halves: the cross-entropy of rank 0's re-scored val predictions.
+    val = pd.read_csv(tmp_path / "ddp" / "val_predictions.csv")
+    assert len(val) == 78
+    probs = val.filter(like="prob_").to_numpy()
+    cross_entropy = -np.log(probs[np.arange(len(val)), val["label"]]).mean()
+    logged = pd.read_csv(tmp_path / "ddp" / "csv" / "metrics.csv")["val/loss"].dropna()
+    assert logged.iloc[-1] == pytest.approx(cross_entropy, abs=1e-4)
 
 
 def test_cli_missing_data_is_explained(tmp_path):

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
+from torchmetrics import MeanMetric
 from torchvision.transforms import v2
 
 from breastcls.metrics import classification_metrics, metric_inputs
@@ -52,6 +53,8 @@ class ImageClassifier(L.LightningModule):
         self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
         self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
         self.test_metrics = classification_metrics(num_classes, threshold).clone("test/")
+        # Epoch losses as metrics, so that under DDP they average every rank's images.
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         # ``tta`` (hparam): the flips ``threshold`` was chosen with, written into the best
         # checkpoint after training; ``predict_tta``: the flips predict_step applies now.
         self.predict_tta: bool | list[str] | None = None
@@ -68,7 +71,7 @@ class ImageClassifier(L.LightningModule):
             self.loss_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
         check_input_shape(self, datamodule.input_shape)
 
-    def _step(self, batch: tuple[torch.Tensor, ...], metrics, mix: bool = False
+    def _step(self, batch: tuple[torch.Tensor, ...], split: str, mix: bool = False
               ) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = batch
         target = y
@@ -79,45 +82,49 @@ class ImageClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, target, weight=weight,
                                label_smoothing=self.hparams.label_smoothing)
         probs = logits.detach().float().softmax(dim=1)
-        metrics.update(*metric_inputs(probs, y, self.hparams.positive_class))
+        getattr(self, f"{split}_metrics").update(*metric_inputs(probs, y,
+                                                                self.hparams.positive_class))
+        getattr(self, f"{split}_loss").update(loss.detach(), weight=len(y))
         return loss, probs
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, self.train_metrics, mix=True)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=len(batch[0]))
+        loss, _ = self._step(batch, "train", mix=True)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, _ = self._step(batch, self.val_metrics)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(batch[0]))
+        self._step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, _ = self._step(batch, self.test_metrics)
-        self.log("test/loss", loss, on_epoch=True, batch_size=len(batch[0]))
+        self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
         x, y, index = batch
         probs = class_probabilities(self, x, self.predict_tta)
         return {"probs": probs, "labels": y, "index": index}
 
-    def _log_epoch(self, metrics) -> dict[str, torch.Tensor]:
+    def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
         # torchmetrics synchronises compute() across processes, so these values (and
         # auc_acc_mean, made from them) are already the same on every rank: no sync_dist.
+        # Computed here, in the same order on every rank, not by Lightning: rank 0's progress
+        # bar would otherwise start the loss's collective alone and hang DDP training.
+        metrics, loss = getattr(self, f"{split}_metrics"), getattr(self, f"{split}_loss")
         values = metrics.compute()
+        epoch_loss = loss.compute()
         metrics.reset()
+        loss.reset()
         self.log_dict(values, prog_bar=False)
+        self.log(f"{split}/loss", epoch_loss, prog_bar=split != "test")
         return values
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch(self.train_metrics)
+        self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        values = self._log_epoch(self.val_metrics)
+        values = self._log_epoch("val")
         self.log("val/auc_acc_mean", (values["val/auc"] + values["val/acc"]) / 2, prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        values = self._log_epoch(self.test_metrics)
+        values = self._log_epoch("test")
         self.log("test/auc_acc_mean", (values["test/auc"] + values["test/acc"]) / 2)
 
     def configure_optimizers(self) -> dict[str, Any]:
