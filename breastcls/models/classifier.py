@@ -72,7 +72,7 @@ class ImageClassifier(L.LightningModule):
         check_input_shape(self, datamodule.input_shape)
 
     def _step(self, batch: tuple[torch.Tensor, ...], split: str, mix: bool = False
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              ) -> torch.Tensor:
         x, y, _ = batch
         target = y
         if mix and self.batch_mix is not None:  # soft targets; metrics keep the hard labels
@@ -85,11 +85,10 @@ class ImageClassifier(L.LightningModule):
         getattr(self, f"{split}_metrics").update(*metric_inputs(probs, y,
                                                                 self.hparams.positive_class))
         getattr(self, f"{split}_loss").update(loss.detach(), weight=len(y))
-        return loss, probs
+        return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch, "train", mix=True)
-        return loss
+        return self._step(batch, "train", mix=True)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -105,8 +104,9 @@ class ImageClassifier(L.LightningModule):
     def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
         # torchmetrics synchronises compute() across processes, so these values (and
         # auc_acc_mean, made from them) are already the same on every rank: no sync_dist.
-        # Computed here, in the same order on every rank, not by Lightning: rank 0's progress
-        # bar would otherwise start the loss's collective alone and hang DDP training.
+        # The loss is computed here too, in the same order on every rank: logged as a metric
+        # object for Lightning to compute (or with sync_dist=True), it broke two-process
+        # training with mismatched collectives.
         metrics, loss = getattr(self, f"{split}_metrics"), getattr(self, f"{split}_loss")
         values = metrics.compute()
         epoch_loss = loss.compute()
