@@ -126,16 +126,19 @@ def test_same_seed_same_metrics(data_dir, tmp_path):
     assert runs[0] != runs[2]
 
 
-def test_balanced_class_weights(data_dir, tmp_path):
+def test_balanced_class_weights_with_weight_averaging(data_dir, tmp_path):
+    """Balanced weights come from the train split at setup; weight averaging (EMA), which
+    copies the module before that and swaps it in for validation, must not trip over them."""
+    import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import EMAWeightAveraging
 
     cfg = fast_cfg(data_dir, tmp_path, "model.class_weights=balanced")
     model = instantiate(cfg.model)
     datamodule = instantiate(cfg.data)
-    import lightning as L
-
     L.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(model, datamodule=datamodule)
+              enable_model_summary=False, callbacks=[EMAWeightAveraging()]
+              ).fit(model, datamodule=datamodule)
     expected = torch.tensor([546 / (2 * 147), 546 / (2 * 399)])
     assert torch.allclose(model.loss_weights, expected)
 

@@ -47,8 +47,9 @@ class ImageClassifier(L.LightningModule):
         class_weights, tta = _plain(class_weights), _plain(tta)
         self.save_hyperparameters()
         self.backbone: nn.Module = instantiate(dict(backbone), num_classes=num_classes)
-        self.register_buffer("loss_weights", _fixed_class_weights(class_weights, num_classes),
-                             persistent=False)
+        # Not a buffer: weight averaging (EMA) copies the module's buffers before ``setup``
+        # fills in balanced weights, then swaps them in for validation by position and size.
+        self.loss_weights = _fixed_class_weights(class_weights, num_classes)
         self.batch_mix = _batch_mix(mixup_alpha, cutmix_alpha, num_classes)
         self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
         self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
@@ -68,7 +69,7 @@ class ImageClassifier(L.LightningModule):
             return
         if self.hparams.class_weights == "balanced" and stage == "fit":
             counts = datamodule.class_counts("train").float()
-            self.loss_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(self.device)
+            self.loss_weights = counts.sum() / (len(counts) * counts.clamp(min=1))
         check_input_shape(self, datamodule.input_shape)
 
     def _step(self, batch: tuple[torch.Tensor, ...], split: str, mix: bool = False
@@ -78,7 +79,7 @@ class ImageClassifier(L.LightningModule):
         if mix and self.batch_mix is not None:  # soft targets; metrics keep the hard labels
             x, target = self.batch_mix(x, y)
         logits = self(x)
-        weight = self.loss_weights if self.loss_weights.numel() else None
+        weight = None if self.loss_weights is None else self.loss_weights.to(logits.device)
         loss = F.cross_entropy(logits, target, weight=weight,
                                label_smoothing=self.hparams.label_smoothing)
         probs = logits.detach().float().softmax(dim=1)
@@ -181,10 +182,10 @@ def _plain(value: Any) -> Any:
 
 
 def _fixed_class_weights(class_weights: str | list[float] | None, num_classes: int
-                         ) -> torch.Tensor:
+                         ) -> torch.Tensor | None:
     """Explicit weights now; ``balanced`` is filled in from the train split at ``setup``."""
     if class_weights is None or class_weights == "balanced":
-        return torch.empty(0)
+        return None
     if isinstance(class_weights, str):
         raise ValueError(f"model.class_weights={class_weights!r}: use null, 'balanced' or a list "
                          f"of {num_classes} numbers")
