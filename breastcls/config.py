@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from omegaconf import OmegaConf
 
 
@@ -15,6 +16,17 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("coalesce"):
         OmegaConf.register_new_resolver(
             "coalesce", lambda *values: next((v for v in values if v is not None), None))
+
+
+def set_threads(threads: int | None) -> int:
+    """Fix torch's CPU threads when ``threads`` is given; returns the count in use. On CPU a
+    seed reproduces a run's numbers only at the same thread count (reductions split by thread)."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads={threads!r}: give a positive number of CPU threads, or "
+                             "null for torch's default (one per core)")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:

@@ -11,6 +11,7 @@ from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from breastcls.config import set_threads
 from breastcls.instantiate import instantiate_callbacks, instantiate_loggers
 from tests.conftest import CONF_DIR, compose_train
 
@@ -114,3 +115,11 @@ def test_unknown_group_option_fails(tmp_path):
 def test_searches_never_score_test(search, tmp_path):
     cfg = compose_train([f"hparams_search={search}"], tmp_path)
     assert "test" not in cfg.eval_splits and "val" in cfg.eval_splits
+
+
+@pytest.mark.parametrize("threads", [0, -2, "two", True])
+def test_bad_thread_count_fails_loudly(threads):
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="positive number of CPU threads"):
+        set_threads(threads)
+    assert torch.get_num_threads() == before
