@@ -29,6 +29,14 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def platform_info() -> dict[str, str | int | None]:
+    """What a seeded run's numbers depend on beyond its config: torch build, CPU kernels
+    (another CPU generation gives other floating-point results), thread count and GPU."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None:
     """The value of ``optimized_metric`` (what a sweep optimises), or a clear error."""
     if not name:

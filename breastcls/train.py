@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from breastcls.config import metric_value, register_resolvers, set_threads
+from breastcls.config import metric_value, platform_info, register_resolvers, set_threads
 from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
 from breastcls.instantiate import (
     instantiate_callbacks,
@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # A typo in the evaluation settings fails now, not after training. optimized_metric is
     # main()'s (what a sweep reads), checked there: train() itself returns every score.
     validate_settings(cfg, optimized_metric=False)
-    threads = set_threads(cfg.get("threads"))
+    set_threads(cfg.get("threads"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
@@ -55,7 +55,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return {}
 
     info = {"monitor": None, "best_score": None, "epochs_run": trainer.current_epoch,
-            "torch_threads": threads}
+            "platform": platform_info()}
     best = _best_checkpoint(trainer)
     if best:
         model, ckpt_info = load_checkpoint(best, cfg.model._target_)

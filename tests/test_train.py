@@ -152,7 +152,9 @@ def test_threads_are_set_and_recorded(data_dir, tmp_path):
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
-    assert json.loads((tmp_path / "metrics.json").read_text())["torch_threads"] == threads
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["platform"]
+    assert recorded["threads"] == threads
+    assert recorded["torch"] == torch.__version__ and recorded["cpu_capability"]
 
 
 def test_wandb_offline_without_account(data_dir, tmp_path, monkeypatch):
