@@ -1,4 +1,4 @@
-"""OmegaConf resolvers and lookups shared by the entry points."""
+"""OmegaConf resolvers, lookups and process settings shared by the entry points."""
 
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ def register_resolvers() -> None:
             "coalesce", lambda *values: next((v for v in values if v is not None), None))
 
 
-def set_threads(threads: int | None) -> int:
-    """Fix torch's CPU threads when ``threads`` is given; returns the count in use. On CPU a
-    seed reproduces a run's numbers only at the same thread count (reductions split by thread)."""
+def set_threads(threads: int | None) -> None:
+    """Fix torch's CPU threads when ``threads`` is given: on CPU a seed reproduces a run's
+    numbers only at the same thread count (reductions split by thread)."""
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads={threads!r}: give a positive number of CPU threads, or "
                              "null for torch's default (one per core)")
         torch.set_num_threads(threads)
-    return torch.get_num_threads()
 
 
 def platform_info() -> dict[str, str | int | None]:
