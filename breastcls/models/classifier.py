@@ -79,8 +79,9 @@ class ImageClassifier(L.LightningModule):
         if mix and self.batch_mix is not None:  # soft targets; metrics keep the hard labels
             x, target = self.batch_mix(x, y)
         logits = self(x)
-        weight = None if self.loss_weights is None else self.loss_weights.to(logits.device)
-        loss = F.cross_entropy(logits, target, weight=weight,
+        if self.loss_weights is not None and self.loss_weights.device != logits.device:
+            self.loss_weights = self.loss_weights.to(logits.device)  # once, not a copy per step
+        loss = F.cross_entropy(logits, target, weight=self.loss_weights,
                                label_smoothing=self.hparams.label_smoothing)
         probs = logits.detach().float().softmax(dim=1)
         getattr(self, f"{split}_metrics").update(*metric_inputs(probs, y,
