@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from breastcls.config import register_resolvers
+from breastcls.config import platform_info, register_resolvers, set_threads
 from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
 from breastcls.instantiate import single_device_trainer
 from breastcls.reporting import print_result
@@ -47,6 +47,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         raise ValueError("pass the checkpoint to evaluate: ckpt_path=/path/to/model.ckpt")
     source = apply_run_data(cfg, overrides)
     validate_settings(cfg, optimized_metric=False)
+    set_threads(cfg.get("threads"))
     datamodule = instantiate(cfg.data)
     model, info = load_checkpoint(cfg.ckpt_path, cfg.module_class)
     settings = OmegaConf.to_container(cfg.evaluation, resolve=True)
@@ -54,7 +55,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     settings["tta"] = default_tta(settings.get("tta"), model, "eval",
                                   threshold_is_stored=not rule.get("method"),
                                   key="evaluation.tta")
-    info = {**info, "run_config": str(source) if source else None, "tta": settings["tta"]}
+    info = {**info, "run_config": str(source) if source else None, "tta": settings["tta"],
+            "platform": platform_info()}
     result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
                              cfg.eval_splits, Path(cfg.paths.output_dir), info, settings)
     print_result(result, f"eval: {cfg.ckpt_path}")

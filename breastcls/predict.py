@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
+from breastcls.config import set_threads
 from breastcls.data.arrays import build_transform, upsample
 from breastcls.evaluation import load_checkpoint
 from breastcls.metrics import predict_labels
@@ -114,6 +115,7 @@ def predict_probs(model: nn.Module, images: np.ndarray, mean: Sequence[float],
 def predict(cfg: DictConfig) -> pd.DataFrame:
     if not cfg.get("ckpt_path") or not cfg.get("input"):
         raise ValueError("pass ckpt_path=/path/to/model.ckpt and input=<folder or .npz>")
+    set_threads(cfg.get("threads"))
     model, _ = load_checkpoint(cfg.ckpt_path, cfg.module_class)
     data_cfg = run_data_config(cfg.ckpt_path, "predict", [
         (cfg.image_size, "images used at their own size (image_size=...)"),
