@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -31,6 +32,14 @@ def data_dir() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture
+def other_threads():
+    """A CPU thread count other than the current one (so setting it shows); restored after."""
+    before = torch.get_num_threads()
+    yield 1 if before != 1 else 2
+    torch.set_num_threads(before)
 
 
 def compose_train(overrides: Sequence[str] = (), output_dir: Path | None = None,

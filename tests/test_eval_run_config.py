@@ -185,18 +185,14 @@ def test_predict_old_checkpoint_without_config_or_tta(bare_checkpoint, images, t
                                    atol=1e-5)
 
 
-def test_eval_and_predict_set_threads(checkpoint, images, tmp_path):
+def test_eval_and_predict_set_threads(checkpoint, images, tmp_path, other_threads):
     """Eval and predict take train's threads knob; eval records it with the platform."""
-    before = torch.get_num_threads()
-    threads = 1 if before != 1 else 2
-    try:
-        evaluate(eval_config(checkpoint, tmp_path / "eval", f"threads={threads}"))
-        assert torch.get_num_threads() == threads
-        torch.set_num_threads(before)
-        run_predict(tmp_path, checkpoint, images, f"threads={threads}")
-        assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(before)
+    threads, before = other_threads, torch.get_num_threads()
+    evaluate(eval_config(checkpoint, tmp_path / "eval", f"threads={threads}"))
+    assert torch.get_num_threads() == threads
+    torch.set_num_threads(before)  # so that predict has to set it again
+    run_predict(tmp_path, checkpoint, images, f"threads={threads}")
+    assert torch.get_num_threads() == threads
     recorded = json.loads((tmp_path / "eval" / "metrics.json").read_text())["platform"]
     assert recorded["threads"] == threads and recorded["torch"] == torch.__version__
 

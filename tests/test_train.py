@@ -143,15 +143,11 @@ def test_balanced_class_weights_with_weight_averaging(data_dir, tmp_path):
     assert torch.allclose(model.loss_weights, expected)
 
 
-def test_threads_are_set_and_recorded(data_dir, tmp_path):
+def test_threads_are_set_and_recorded(data_dir, tmp_path, other_threads):
     """On CPU the thread count changes a seeded run's numbers, so each run records it."""
-    before = torch.get_num_threads()
-    threads = 1 if before != 1 else 2
-    try:
-        train(fast_cfg(data_dir, tmp_path, f"threads={threads}", "eval_splits=[val]"))
-        assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(before)
+    threads = other_threads
+    train(fast_cfg(data_dir, tmp_path, f"threads={threads}", "eval_splits=[val]"))
+    assert torch.get_num_threads() == threads
     recorded = json.loads((tmp_path / "metrics.json").read_text())["platform"]
     assert recorded["threads"] == threads
     assert recorded["torch"] == torch.__version__ and recorded["cpu_capability"]
