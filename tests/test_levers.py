@@ -99,10 +99,32 @@ def test_warmup_longer_than_training_is_shortened(caplog):
     assert one.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
+def assert_fan_in_head(model: nn.Module) -> None:
+    head = model.get_classifier()
+    assert head.weight.abs().max() <= head.in_features ** -0.5
+
+
 @pytest.mark.parametrize(("arch", "size"), [("efficientnet_b0", 28), ("convnext_atto", 64)])
 def test_timm_families(arch, size):
+    torch.manual_seed(0)
     model = build_timm_model(arch, in_channels=1, num_classes=2, dropout=0.3)
-    assert model.eval()(torch.randn(2, 1, size, size)).shape == (2, 2)
+    logits = model.eval()(torch.randn(8, 1, size, size))
+    assert logits.shape == (8, 2)
+    # a 2-class head drawn for 1000 classes (EfficientNet's ±0.71) starts at a logit std near 5
+    assert_fan_in_head(model)
+    assert logits.std() < 1
+
+
+def test_timm_local_weights_keep_the_body_and_renew_the_head(tmp_path):
+    import timm
+
+    source = timm.create_model("efficientnet_b0", in_chans=3, num_classes=1000)
+    path = tmp_path / "efficientnet_b0_imagenet.pth"
+    torch.save(source.state_dict(), path)
+    model = build_timm_model("efficientnet_b0", in_channels=1, pretrained=str(path))
+    assert torch.equal(model.blocks[3][0].conv_pw.weight, source.blocks[3][0].conv_pw.weight)
+    assert model.get_classifier().out_features == 2
+    assert_fan_in_head(model)
 
 
 def test_timm_local_weights_adapt_stem_and_head(tmp_path):
