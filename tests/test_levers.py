@@ -115,28 +115,24 @@ def test_timm_families(arch, size):
     assert logits.std() < 1
 
 
-def test_timm_local_weights_keep_the_body_and_renew_the_head(tmp_path):
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_timm_local_weights_adapt_the_stem_and_renew_the_head(tmp_path, arch):
     import timm
 
-    source = timm.create_model("efficientnet_b0", in_chans=3, num_classes=1000)
-    path = tmp_path / "efficientnet_b0_imagenet.pth"
+    source = timm.create_model(arch, in_chans=3, num_classes=1000)
+    path = tmp_path / f"{arch}_imagenet.pth"
     torch.save(source.state_dict(), path)
-    model = build_timm_model("efficientnet_b0", in_channels=1, pretrained=str(path))
-    assert torch.equal(model.blocks[3][0].conv_pw.weight, source.blocks[3][0].conv_pw.weight)
+    model = build_timm_model(arch, in_channels=1, pretrained=str(path))
+    stem, head = model.pretrained_cfg["first_conv"], model.pretrained_cfg["classifier"]
+    loaded, saved = model.state_dict(), source.state_dict()
+    assert torch.allclose(loaded[f"{stem}.weight"], saved[f"{stem}.weight"].sum(1, keepdim=True))
+    body = [name for name in loaded if not name.startswith((f"{stem}.", f"{head}."))]
+    assert all(torch.equal(loaded[name], saved[name]) for name in body)
     assert model.get_classifier().out_features == 2
     assert_fan_in_head(model)
 
 
-def test_timm_local_weights_adapt_stem_and_head(tmp_path):
-    import timm
-
-    source = timm.create_model("resnet18", in_chans=3, num_classes=1000)
-    path = tmp_path / "resnet18_imagenet.pth"
-    torch.save(source.state_dict(), path)
-    model = build_timm_model("resnet18", in_channels=1, pretrained=str(path))
-    assert torch.allclose(model.conv1.weight, source.conv1.weight.sum(1, keepdim=True))
-    assert torch.equal(model.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
-    assert model.fc.out_features == 2
+def test_timm_weights_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         build_timm_model("resnet18", pretrained=str(tmp_path / "missing.pth"))
     with pytest.raises(ValueError, match="convnext_atto"):
