@@ -168,11 +168,14 @@ def test_label_smoothing_changes_the_loss():
     assert loss != pytest.approx(F.cross_entropy(logits, batch[1]).item())
 
 
-def write_run(folder: Path, split_probs: dict[str, tuple[list[float], list[int]]]) -> None:
+def write_run(folder: Path, split_probs: dict[str, tuple[list[float], list[int]]],
+              first_index: dict[str, int] | None = None) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text("{}")
     for split, (probs, labels) in split_probs.items():
-        pd.DataFrame({"index": range(len(probs)), "label": labels, "prob_malignant": probs,
+        start = (first_index or {}).get(split, 0)
+        pd.DataFrame({"index": range(start, start + len(probs)), "label": labels,
+                      "prob_malignant": probs,
                       "prob_normal_benign": 1 - np.asarray(probs)}).to_csv(
             folder / f"{split}_predictions.csv", index=False)
 
@@ -197,6 +200,27 @@ def test_ensemble_averages_runs_and_thresholds_on_val(tmp_path):
     assert result.metrics["test"]["acc"] == pytest.approx(expected["acc"])
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert len(saved["members"]) == 3 and "test_ci" in saved
+
+
+def test_ensemble_over_cv_folds_pools_the_held_out_val(tmp_path):
+    """cv.pool=trainval: each fold scores its own val images, so the ensemble's val is the
+    out-of-fold predictions, each image's probability from the one fold that held it out, while
+    test is averaged over all folds."""
+    rng = np.random.default_rng(1)
+    val = rng.uniform(size=(3, 8))
+    test = rng.uniform(size=(3, 6))
+    for fold in range(3):
+        write_run(tmp_path / "cv" / str(fold),
+                  {"val": (val[fold].tolist(), [0, 1] * 4),
+                   "test": (test[fold].tolist(), [0, 1] * 3)},
+                  first_index={"val": 8 * fold})
+    ensemble(compose_train([f"runs={tmp_path / 'cv'}", "evaluation.plots=false",
+                            "evaluation.bootstrap.n_resamples=0"], tmp_path / "out", "ensemble"))
+    pooled = pd.read_csv(tmp_path / "out" / "val_predictions.csv").sort_values("index")
+    assert pooled["index"].tolist() == list(range(24))
+    assert np.allclose(pooled["prob_malignant"], val.reshape(-1), atol=1e-6)
+    averaged = pd.read_csv(tmp_path / "out" / "test_predictions.csv").sort_values("index")
+    assert np.allclose(averaged["prob_malignant"], test.mean(0), atol=1e-6)
 
 
 def test_ensemble_refuses_mismatched_runs(tmp_path):
