@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+
+from breastcls.data.readers import DataError
+
+log = logging.getLogger(__name__)
 
 
 def register_resolvers() -> None:
@@ -44,3 +52,43 @@ def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None
         raise KeyError(f"optimized_metric={name!r} was not computed; choose one of "
                        f"{sorted(metrics)}")
     return metrics[name]
+
+
+def class_metadata(datamodule: Any, cfg: Mapping[str, Any]) -> dict[str, int]:
+    """The model's ``num_classes`` and ``positive_class`` as the data set declares them.
+
+    A threshold method is refused for a multi-class task before anything trains."""
+    num_classes = getattr(datamodule, "num_classes", None)
+    if num_classes is None:
+        return {}
+    method = ((cfg.get("evaluation") or {}).get("threshold") or {}).get("method")
+    if num_classes > 2 and method is not None:
+        raise DataError(f"evaluation.threshold.method={method!r} moves a binary threshold, but "
+                        f"this task has {num_classes} classes {list(datamodule.class_names)}; "
+                        "set evaluation.threshold.method=null or pick a binary task")
+    positive = getattr(datamodule, "positive_class", None)
+    return {"num_classes": num_classes, "positive_class": 0 if positive is None else positive}
+
+
+def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad data or settings end a single run with one message and exit code 1, not a
+    traceback; ``HYDRA_FULL_ERROR=1`` keeps the trace (multiruns keep theirs too)."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except DataError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
+                raise
+            log.error("%s", err)
+            raise SystemExit(f"error: {err}") from None
+
+    return wrapper
+
+
+def _multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -15,7 +15,14 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from breastcls.config import metric_value, platform_info, register_resolvers, set_threads
+from breastcls.config import (
+    class_metadata,
+    exit_on_user_error,
+    metric_value,
+    platform_info,
+    register_resolvers,
+    set_threads,
+)
 from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
 from breastcls.instantiate import (
     instantiate_callbacks,
@@ -40,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    model: L.LightningModule = instantiate(cfg.model, **class_metadata(datamodule, cfg))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
@@ -97,6 +104,7 @@ def _best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("extras", {}).get("print_config"):
         print_config_tree(cfg)

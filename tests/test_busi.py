@@ -1,0 +1,114 @@
+"""BUSI on the real images: records, grouped splits, the cache, and training end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from breastcls.data.busi import busi_records
+from breastcls.data.readers import DataError
+from breastcls.loggers import finish_wandb
+from breastcls.train import train
+from tests.conftest import FAST, compose_train, real_data_dir
+from tests.test_train import run_cli
+
+QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null"]
+
+
+@pytest.fixture(scope="session")
+def busi_dir() -> Path:
+    """The real BUSI folder; CI must have it, elsewhere its tests skip."""
+    path = real_data_dir() / "busi"
+    if not (path / "benign").is_dir():
+        message = f"real BUSI not found in {path} (set BREASTCLS_DATA_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_records_of_the_real_release(busi_dir):
+    binary = busi_records(busi_dir, "binary")
+    assert len(binary) == 780
+    assert binary.class_counts() == [210, 570]  # malignant, normal+benign
+    assert binary.classes.names[binary.classes.positive] == "malignant"
+    three = busi_records(busi_dir, "three_class")
+    assert three.class_counts() == [133, 437, 210]
+    masks = [m for ms in three.records["masks"] for m in ms.split(";") if m]
+    assert len(masks) == 798
+    row = three.records.set_index("sample_id").loc["benign (195)"]
+    assert row["masks"].count(";") == 2  # _mask, _mask_1, _mask_2
+
+
+def _small_busi(busi_dir: Path, root: Path, per_class: int = 4) -> Path:
+    """A few real images and masks of each class, copied into a scratch folder."""
+    for folder in ("benign", "malignant", "normal"):
+        (root / folder).mkdir(parents=True)
+        for n in range(1, per_class + 1):
+            for src in (busi_dir / folder).glob(f"{folder} ({n})*.png"):
+                shutil.copy(src, root / folder / src.name)
+    return root
+
+
+def test_bad_files_are_named_or_skipped(busi_dir, tmp_path):
+    root = _small_busi(busi_dir, tmp_path / "busi")
+    shutil.copy(root / "benign" / "benign (1)_mask.png", root / "benign" / "benign (99)_mask.png")
+    with pytest.raises(DataError, match=r"benign \(99\)_mask.png: mask without an image"):
+        busi_records(root, "binary")
+    table = busi_records(root, "binary", on_bad_file="skip")
+    assert len(table) == 12 and len(table.skipped) == 1
+    (root / "benign" / "benign (99)_mask.png").unlink()
+    Image.new("L", (7, 5)).save(root / "malignant" / "malignant (2)_mask.png")
+    with pytest.raises(DataError, match=r"malignant \(2\)_mask.png: mask of size"):
+        busi_records(root, "binary")
+    with pytest.raises(DataError, match="tasks"):
+        busi_records(root, "birads")
+
+
+def test_truncated_image_is_one_clear_cli_message(busi_dir, tmp_path):
+    root = _small_busi(busi_dir, tmp_path / "busi")
+    path = root / "benign" / "benign (3).png"
+    path.write_bytes(path.read_bytes()[:200])
+    out = tmp_path / "run"
+    proc = run_cli("breastcls.train", *QUIET, "experiment=busi_resnet18", f"data.root={root}",
+                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}",
+                   "trainer.max_epochs=1", check=False)
+    assert proc.returncode == 1
+    assert "benign (3).png" in proc.stderr and "Traceback" not in proc.stderr
+    assert "data.on_bad_file=skip" in proc.stderr
+    proc = run_cli("breastcls.train", *QUIET, "experiment=busi_resnet18", f"data.root={root}",
+                   "data.task=three_class", "evaluation.threshold.method=fbeta",
+                   f"hydra.run.dir={out}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "evaluation.threshold.method='fbeta'" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["binary", "three_class"])
+def test_busi_trains_end_to_end(busi_dir, tmp_path, task):
+    cfg = compose_train([*FAST, "experiment=busi_resnet18", f"data.root={busi_dir}",
+                         f"data.task={task}", "data.image_size=64", "evaluation.gradcam=0",
+                         "evaluation.bootstrap.n_resamples=20", "logger=csv",
+                         f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path)
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= metrics["test/auc"] <= 1
+    splits = pd.read_csv(tmp_path / "splits.csv")
+    assert len(splits) == 780 and set(splits["split"]) == {"train", "val", "test"}
+    sides = splits.groupby("group")["split"].nunique()
+    assert (sides == 1).all(), "a near-duplicate cluster straddles two splits"
+    names = ["normal", "benign", "malignant"] if task == "three_class" else None
+    if names:
+        assert saved["class_names"] == names
+    preds = pd.read_csv(tmp_path / "test_predictions.csv")
+    assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1, atol=1e-4)
