@@ -16,6 +16,7 @@ from breastcls.instantiate import instantiate_callbacks, instantiate_loggers
 from tests.conftest import CONF_DIR, compose_train
 
 GPU_TRAINERS = {"gpu", "t4", "ddp"}
+DATA_EXPERIMENTS = {"busi": "busi_resnet18"}
 
 
 def options(group: str) -> list[str]:
@@ -40,7 +41,11 @@ def test_experiment_composes_and_instantiates(experiment, tmp_path):
     *(("data/augmentation", o) for o in options("data/augmentation")),
 ])
 def test_model_and_data_options(group, option, tmp_path):
-    cfg = compose_train([f"{group}={option}", f"paths.data_dir={tmp_path}"], tmp_path)
+    # A data set other than BreastMNIST comes with its own experiment (the default one sets
+    # BreastMNIST's keys).
+    experiment = DATA_EXPERIMENTS.get(option) if group == "data" else None
+    overrides = [f"experiment={experiment}"] if experiment else []
+    cfg = compose_train([*overrides, f"{group}={option}", f"paths.data_dir={tmp_path}"], tmp_path)
     model = instantiate(cfg.model)
     optim = model.configure_optimizers()
     assert isinstance(optim["optimizer"], torch.optim.Optimizer)
