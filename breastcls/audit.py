@@ -1,8 +1,15 @@
-"""Find exact and near-duplicate images within and across the BreastMNIST splits.
+"""Find exact and near-duplicate images within and across the splits of a data set.
 
     python -m breastcls.audit [min_correlation=0.95] [max_hamming=8] [rule=or]
+    python -m breastcls.audit data=busi [data/split=stratified] [data.task=three_class]
 
-Writes ``pairs.csv`` and ``test_with_train_duplicate.csv`` into the run folder.
+Without ``data`` the official BreastMNIST splits are audited. With a record data set
+(``data=busi``) the DataModule is built as training builds it, and its split assignment is
+audited on 28-px gray thumbnails of the cached images: the thumbnails its
+``split.groups=duplicates`` grouping uses, so the clusters found are the groups it keeps together.
+
+Writes ``pairs.csv``, ``test_with_train_duplicate.csv``, ``clusters.csv`` and ``summary.md`` into
+the run folder; a record data set also gets ``splits.csv`` and ``sample_id``/``path`` columns.
 """
 
 from __future__ import annotations
@@ -11,27 +18,95 @@ import logging
 from pathlib import Path
 
 import hydra
+import pandas as pd
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
+from torchvision.transforms import v2
 
-from breastcls.analysis.audit import AuditResult, run_audit
+from breastcls.analysis.duplicates import AuditResult, run_audit
+from breastcls.config import exit_on_user_error, register_resolvers
 from breastcls.data.breastmnist import load_breastmnist
+from breastcls.data.readers import DataError
 
 log = logging.getLogger(__name__)
+register_resolvers()
+
+BREASTMNIST_TARGET = "breastcls.data.breastmnist.BreastMNISTDataModule"
 
 
 def audit(cfg: DictConfig) -> AuditResult:
-    splits = load_breastmnist(cfg.paths.data_dir, cfg.size)
+    """Audit the data set of ``cfg.data`` (BreastMNIST when there is none); save and print."""
+    data = cfg.get("data")
+    samples = None
+    output_dir = Path(cfg.paths.output_dir)
+    if data is None or data.get("_target_") == BREASTMNIST_TARGET:
+        source, size = (cfg.paths.data_dir, cfg.size) if data is None else (data.data_dir,
+                                                                             data.size)
+        try:
+            splits = load_breastmnist(source, size)
+        except FileNotFoundError as err:  # a user's path, not a bug: one message, exit 1
+            raise DataError(str(err)) from None
+    else:
+        splits, samples, split_table = record_splits(data)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        split_table.to_csv(output_dir / "splits.csv", index=False)
     result = run_audit(splits, query=cfg.query_split, references=tuple(cfg.reference_splits),
-                       hash=cfg.hash, hash_size=cfg.hash_size, max_hamming=cfg.max_hamming,
-                       min_correlation=cfg.min_correlation, rule=cfg.rule)
-    paths = result.save(Path(cfg.paths.output_dir))
+                       samples=samples, hash=cfg.hash, hash_size=cfg.hash_size,
+                       max_hamming=cfg.max_hamming, min_correlation=cfg.min_correlation,
+                       rule=cfg.rule)
+    paths = result.save(output_dir)
     Console().print(result.table())
     log.info("Wrote %s", ", ".join(str(p) for p in paths))
     return result
 
 
+def record_splits(data: DictConfig) -> tuple[dict, dict[str, pd.DataFrame], pd.DataFrame]:
+    """``{split: (thumbnails, labels)}``, ``{split: samples}`` and the split table of a record
+    DataModule, built from ``data`` as ``breastcls.train`` builds it.
+
+    Thumbnails are made as :meth:`RecordsDataModule.setup` makes them for its duplicate groups
+    (channel mean, antialiased resize to ``AUDIT_SIZE``, rounded to uint8)."""
+    from breastcls.data.datamodule import AUDIT_SIZE
+
+    try:
+        datamodule = instantiate(data, _recursive_=False)
+        if not hasattr(datamodule, "split_table"):
+            raise DataError(f"data._target_={data.get('_target_')!r} is not a record data set "
+                            "(RecordsDataModule); the audit reads BreastMNIST or record data")
+        datamodule.setup()
+    except InstantiationException as err:  # the records' DataError, wrapped by Hydra
+        raise _data_error(err) or err from None
+    records = datamodule.records
+    names = datamodule.class_names
+    splits, samples = {}, {}
+    for split, dataset in datamodule.datasets.items():
+        gray = dataset.images.float().mean(1, keepdim=True)
+        thumbs = v2.functional.resize(gray, [AUDIT_SIZE, AUDIT_SIZE], antialias=True)
+        labels = dataset.labels.numpy()
+        splits[split] = (thumbs.squeeze(1).round().to(torch.uint8).numpy(), labels)
+        rows = dataset.indices.numpy()
+        samples[split] = pd.DataFrame({
+            "index": rows, "sample_id": records["sample_id"].iloc[rows].to_numpy(),
+            "class": [names[label] for label in labels],
+            "group": records["group"].iloc[rows].to_numpy(),
+            "path": records["path"].iloc[rows].to_numpy()})
+    log.info("Auditing %s (%s)", data.get("root", data.get("_target_")),
+             ", ".join(f"{s} {len(v[1])}" for s, v in splits.items()))
+    return splits, samples, datamodule.split_table
+
+
+def _data_error(err: BaseException | None) -> DataError | None:
+    """The DataError (a user's mistake) that ``err`` was raised from, if any."""
+    while err is not None and not isinstance(err, DataError):
+        err = err.__cause__
+    return err
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="audit")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     audit(cfg)
 

@@ -20,15 +20,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from breastcls.analysis.plots import read_predictions_csv, save_all
-from breastcls.evaluation import (
-    EvaluationResult,
-    Predictions,
-    predict_val_first,
-    score_predictions,
-    write_result,
-)
-from breastcls.reporting import print_result
+from breastcls.analysis.plots import save_all
+from breastcls.console import print_result
+from breastcls.scoring.pipeline import predict_val_first
+from breastcls.scoring.predictions import Predictions, read_predictions_csv
+from breastcls.scoring.result import EvaluationResult, score_predictions, write_result
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +108,24 @@ def average_predictions(runs: Sequence[Path], split: str) -> tuple[Predictions, 
                          "trained on different data or fold assignments (cv.seed, cv.pool)")
     total = torch.zeros(len(images), probs.shape[1]).index_add_(0, row, probs)
     mean = total / torch.bincount(row).unsqueeze(1)
-    return Predictions(mean, label, images), members[0][1]
+    sample_ids, groups = (_keys_by_row([getattr(p, k) for p, _ in members], row, len(images),
+                                       split) for k in ("sample_ids", "groups"))
+    return Predictions(mean, label, images, sample_ids, groups), members[0][1]
+
+
+def _keys_by_row(keys: list[list[str] | None], row: torch.Tensor, n: int, split: str
+                 ) -> list[str] | None:
+    """The members' sample ids (or groups) per averaged row; None unless every member has them.
+    An index that names different samples in two members means they split different data."""
+    if any(k is None for k in keys):
+        return None
+    out: list[str | None] = [None] * n
+    for r, key in zip(row.tolist(), (v for k in keys for v in k), strict=True):
+        if out[r] is not None and out[r] != key:
+            raise ValueError(f"the runs give {split} index rows to different samples ({out[r]!r} "
+                             f"and {key!r}): they were trained on different data or splits")
+        out[r] = key
+    return out
 
 
 def ensemble(cfg: DictConfig) -> EvaluationResult:

@@ -20,11 +20,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from breastcls.checkpoints import load_checkpoint
 from breastcls.config import platform_info, register_resolvers, set_threads
-from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
+from breastcls.console import print_result
 from breastcls.instantiate import single_device_trainer
-from breastcls.reporting import print_result
 from breastcls.runs import default_tta, run_config, run_config_path
+from breastcls.scoring.pipeline import evaluate_splits
+from breastcls.scoring.settings import validate_settings
 
 register_resolvers()
 log = logging.getLogger(__name__)

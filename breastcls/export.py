@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from breastcls.evaluation import load_checkpoint
+from breastcls.checkpoints import load_checkpoint
 from breastcls.models.classifier import class_probabilities, tta_views
 from breastcls.predict import input_channels
 from breastcls.runs import default_tta, run_data_config, stored_tta

@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
+from breastcls.checkpoints import load_checkpoint
 from breastcls.config import set_threads
 from breastcls.data.arrays import build_transform, upsample
-from breastcls.evaluation import load_checkpoint
 from breastcls.metrics import predict_labels
 from breastcls.models.classifier import class_probabilities
 from breastcls.runs import default_tta, run_data_config

@@ -19,8 +19,8 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from breastcls.console import COLUMN_TITLES
 from breastcls.metrics import TABLE_METRICS
-from breastcls.reporting import COLUMN_TITLES
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from breastcls.checkpoints import load_checkpoint
 from breastcls.config import (
     class_metadata,
     exit_on_user_error,
@@ -23,7 +24,7 @@ from breastcls.config import (
     register_resolvers,
     set_threads,
 )
-from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
+from breastcls.console import print_config_tree, print_result
 from breastcls.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -32,7 +33,8 @@ from breastcls.instantiate import (
     single_device_trainer,
 )
 from breastcls.loggers import finish_wandb
-from breastcls.reporting import print_config_tree, print_result
+from breastcls.scoring.pipeline import evaluate_splits
+from breastcls.scoring.settings import validate_settings
 
 log = logging.getLogger(__name__)
 register_resolvers()

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from sklearn.metrics import fbeta_score, roc_curve
 
-from breastcls.analysis.audit import run_audit
 from breastcls.analysis.bootstrap import binary_metrics, bootstrap_ci
+from breastcls.analysis.duplicates import run_audit
 from breastcls.analysis.gradcam import gradcam_figure, save_gradcam
-from breastcls.analysis.plots import confident_mistakes, read_predictions_csv, save_all
+from breastcls.analysis.plots import confident_mistakes, save_all
 from breastcls.analysis.thresholds import (
     accuracy_threshold,
     candidate_thresholds,
@@ -27,10 +27,10 @@ from breastcls.analysis.thresholds import (
 )
 from breastcls.audit import audit
 from breastcls.data.arrays import ArrayDataset, build_transform
-from breastcls.evaluation import Predictions
 from breastcls.metrics import compute_metrics
 from breastcls.models.classifier import ImageClassifier
 from breastcls.report import MEDMNIST_BREASTMNIST, to_markdown, write_report
+from breastcls.scoring.predictions import Predictions, read_predictions_csv
 from tests.conftest import compose_train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -107,8 +107,22 @@ def test_busi_trains_end_to_end(busi_dir, tmp_path, task):
     assert len(splits) == 780 and set(splits["split"]) == {"train", "val", "test"}
     sides = splits.groupby("group")["split"].nunique()
     assert (sides == 1).all(), "a near-duplicate cluster straddles two splits"
-    names = ["normal", "benign", "malignant"] if task == "three_class" else None
-    if names:
-        assert saved["class_names"] == names
     preds = pd.read_csv(tmp_path / "test_predictions.csv")
     assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1, atol=1e-4)
+    test_ids = set(splits.loc[splits["split"] == "test", "sample_id"])
+    assert set(preds["sample_id"]) == test_ids  # predictions join on the records' keys
+    assert "group" in preds
+    if task == "three_class":
+        names = ["normal", "benign", "malignant"]
+        assert saved["class_names"] == names and saved["task"] == "multiclass"
+        assert list(preds.filter(like="prob_")) == [f"prob_{n}" for n in names]
+        per_class = saved["test_per_class"]
+        assert list(per_class) == names
+        for name in ("auc", "recall", "f1"):  # macro = mean over the classes
+            mean = np.mean([per_class[c][name] for c in names])
+            assert saved["test"][name] == pytest.approx(mean, abs=1e-5), name
+        assert sum(per_class[c]["support"] for c in names) == len(preds)
+        assert np.array(saved["confusion_matrix"]["test"]).shape == (3, 3)
+        assert {"low", "high"} <= set(saved["test_ci"]["auc"])
+    else:
+        assert saved["positive_class"] == "malignant" and saved["task"] == "binary"

@@ -17,15 +17,17 @@ def test_official_splits_and_counts(data_dir):
     assert sizes == {"train": 546, "val": 78, "test": 156}
     assert dm.class_counts("train").tolist() == [147, 399]  # malignant, normal+benign
     assert dm.class_counts("test").tolist() == [42, 114]
-    x, _, index = next(iter(dm.test_dataloader()))
+    batch = next(iter(dm.test_dataloader()))
+    x, index = batch["image"], batch["index"]
     assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32
     assert x.min() >= -1.0 and x.max() <= 1.0  # normalised with mean 0.5, std 0.5
     assert index[:3].tolist() == [0, 1, 2]
+    assert batch["sample_id"][:2] == ["test_0", "test_1"]
 
 
 def test_rgb_channels_match_gray(data_dir):
     gray, rgb = (BreastMNISTDataModule(str(data_dir), as_rgb=a) for a in (False, True))
-    xg, xr = gray.dataset("val")[5][0], rgb.dataset("val")[5][0]
+    xg, xr = gray.dataset("val")[5]["image"], rgb.dataset("val")[5]["image"]
     assert xr.shape == (3, 28, 28) and rgb.input_shape == (3, 28, 28)
     assert torch.equal(xr[0], xg[0]) and torch.equal(xr[2], xg[0])
 
@@ -40,10 +42,11 @@ def test_augmentation_is_seeded_and_only_on_train(data_dir):
         return next(iter(dm.train_dataloader()))
 
     a, b, c = first_batch(0), first_batch(0), first_batch(1)
-    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
-    assert torch.equal(dm.dataset("val")[0][0], plain.dataset("val")[0][0])
-    assert torch.equal(dm.dataset("train")[3][0], plain.dataset("train")[3][0])  # eval view
-    assert not torch.equal(dm.dataset("train", augment=True)[3][0], plain.dataset("train")[3][0])
+    assert torch.equal(a["image"], b["image"]) and not torch.equal(a["image"], c["image"])
+    assert torch.equal(dm.dataset("val")[0]["image"], plain.dataset("val")[0]["image"])
+    eval_view = plain.dataset("train")[3]["image"]
+    assert torch.equal(dm.dataset("train")[3]["image"], eval_view)  # eval view
+    assert not torch.equal(dm.dataset("train", augment=True)[3]["image"], eval_view)
 
 
 def test_missing_file_names_path_and_fixes(tmp_path):

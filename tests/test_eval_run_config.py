@@ -21,9 +21,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from breastcls.checkpoints import load_checkpoint
 from breastcls.data.arrays import upsample
 from breastcls.eval import apply_run_data, evaluate
-from breastcls.evaluation import load_checkpoint
 from breastcls.export import export
 from breastcls.models.classifier import class_probabilities
 from breastcls.predict import predict

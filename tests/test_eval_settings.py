@@ -13,9 +13,11 @@ from hydra.utils import instantiate
 from torch import nn
 
 from breastcls.analysis.gradcam import default_target_layer
+from breastcls.checkpoints import load_checkpoint
 from breastcls.data.folds import CrossValidation
-from breastcls.evaluation import evaluate_splits, load_checkpoint, validate_settings
 from breastcls.models.timm_models import build_timm_model
+from breastcls.scoring.pipeline import evaluate_splits
+from breastcls.scoring.settings import validate_settings
 from breastcls.train import train
 from tests.conftest import FAST, compose_train
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-import breastcls.evaluation as evaluation
+import breastcls.scoring.result as scoring_result
 from breastcls.data.breastmnist import BreastMNISTDataModule
 from breastcls.train import train
 from tests.conftest import FAST, compose_train
@@ -29,7 +29,7 @@ def scored_run(data_dir, tmp_path_factory):
 def test_threshold_is_chosen_before_test_is_read(data_dir, monkeypatch, tmp_path):
     events: list[str] = []
     loader = BreastMNISTDataModule.eval_dataloader
-    choose = evaluation.select_threshold
+    choose = scoring_result.select_threshold
 
     def logged_loader(self, split):
         events.append(f"load {split}")
@@ -40,7 +40,7 @@ def test_threshold_is_chosen_before_test_is_read(data_dir, monkeypatch, tmp_path
         return choose(*args, **kwargs)
 
     monkeypatch.setattr(BreastMNISTDataModule, "eval_dataloader", logged_loader)
-    monkeypatch.setattr(evaluation, "select_threshold", logged_choice)
+    monkeypatch.setattr(scoring_result, "select_threshold", logged_choice)
     cfg = compose_train([*FAST, f"paths.data_dir={data_dir}", "logger=none",
                          "evaluation.threshold.method=youden", "evaluation.plots=false",
                          "evaluation.bootstrap.n_resamples=0", "eval_splits=[test,train]"],

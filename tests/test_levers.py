@@ -34,11 +34,12 @@ def test_strong_augmentation_is_random_and_train_only(data_dir):
     datamodule = instantiate(data_cfg(data_dir, "data/augmentation=strong"))
     train_set = datamodule.dataset("train", augment=True)
     torch.manual_seed(0)
-    first, second = train_set[3][0], train_set[3][0]
+    first, second = train_set[3]["image"], train_set[3]["image"]
     assert first.shape == (1, 28, 28) and not torch.equal(first, second)
     plain = datamodule.dataset("train")
-    assert torch.equal(plain[3][0], plain[3][0])
-    assert torch.equal(datamodule.dataset("test")[0][0], datamodule.dataset("test")[0][0])
+    assert torch.equal(plain[3]["image"], plain[3]["image"])
+    test_set = datamodule.dataset("test")
+    assert torch.equal(test_set[0]["image"], test_set[0]["image"])
 
 
 def test_resize_upsamples_every_split_once(data_dir):
@@ -46,7 +47,8 @@ def test_resize_upsamples_every_split_once(data_dir):
     assert datamodule.input_shape == (1, 64, 64)
     for split in ("train", "val", "test"):
         assert datamodule.dataset(split).images.shape[-2:] == (64, 64)
-    assert datamodule.dataset("train", augment=True)[0][0].shape == (1, 64, 64)  # crop keeps it
+    cropped = datamodule.dataset("train", augment=True)[0]["image"]
+    assert cropped.shape == (1, 64, 64)  # the crop keeps the size
 
 
 def test_upsampled_run_predicts_like_eval(data_dir, tmp_path):
@@ -159,13 +161,15 @@ def test_label_smoothing_changes_the_loss():
     optimizer = {"_target_": "torch.optim.SGD", "lr": 0.01}
     torch.manual_seed(0)
     smooth = ImageClassifier(backbone=spec, optimizer=optimizer, label_smoothing=0.2).eval()
-    batch = (torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 0, 1]), torch.arange(4))
+    batch = {"image": torch.randn(4, 1, 28, 28), "label": torch.tensor([0, 1, 0, 1]),
+             "index": torch.arange(4)}
     smooth.log = lambda *args, **kwargs: None
     with torch.no_grad():
-        logits = smooth(batch[0])
+        logits = smooth(batch["image"])
         loss = smooth.training_step(batch, 0)
-    assert loss == pytest.approx(F.cross_entropy(logits, batch[1], label_smoothing=0.2).item())
-    assert loss != pytest.approx(F.cross_entropy(logits, batch[1]).item())
+    smoothed = F.cross_entropy(logits, batch["label"], label_smoothing=0.2)
+    assert loss == pytest.approx(smoothed.item())
+    assert loss != pytest.approx(F.cross_entropy(logits, batch["label"]).item())
 
 
 def write_run(folder: Path, split_probs: dict[str, tuple[list[float], list[int]]],

@@ -7,8 +7,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from breastcls.evaluation import Predictions
 from breastcls.metrics import compute_metrics, confusion_matrix
+from breastcls.scoring.predictions import Predictions
 
 
 def random_probs(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -73,3 +73,32 @@ def test_multiclass_metrics_equal_sklearn():
                                                  abs=1e-6)
     assert ours["auc"] == pytest.approx(
         skm.roc_auc_score(labels, probs.numpy(), multi_class="ovr"), abs=1e-6)
+
+
+def test_per_class_metrics_match_scikit_learn():
+    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+
+    from breastcls.scoring.multiclass import per_class_metrics
+    from breastcls.scoring.result import score_predictions
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 3, (120,), generator=g)
+    logits = torch.randn(120, 3, generator=g) + 1.5 * torch.nn.functional.one_hot(labels, 3)
+    probs = logits.softmax(1)
+    names = ["normal", "benign", "malignant"]
+    got = per_class_metrics(probs, labels, names)
+    y, p = labels.numpy(), probs.numpy()
+    precision, recall, f1, support = precision_recall_fscore_support(y, p.argmax(1))
+    for c, name in enumerate(names):
+        assert got[name]["auc"] == pytest.approx(roc_auc_score(y == c, p[:, c]), abs=1e-5)
+        assert got[name]["precision"] == pytest.approx(precision[c], abs=1e-6)
+        assert got[name]["recall"] == pytest.approx(recall[c], abs=1e-6)
+        assert got[name]["f1"] == pytest.approx(f1[c], abs=1e-6)
+        assert got[name]["support"] == support[c]
+    result = score_predictions({"test": Predictions(probs, labels, torch.arange(120))}, 0, names,
+                               0.5, {"bootstrap": {"n_resamples": 10}})
+    assert result.per_class["test"] == got
+    assert result.info["task"] == "multiclass" and result.info["threshold"] is None
+    assert result.metrics["test"]["auc"] == pytest.approx(
+        roc_auc_score(y, p, multi_class="ovr", average="macro"), abs=1e-5)
+    assert "test@0.5" not in result.metrics  # no threshold to compare against

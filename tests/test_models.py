@@ -140,11 +140,34 @@ def test_batch_mixing_changes_the_training_loss_only(mix):
     plain = ImageClassifier(backbone=spec, optimizer=SGD, label_smoothing=0.1)
     mixed = ImageClassifier(backbone=spec, optimizer=SGD, label_smoothing=0.1, **mix)
     mixed.load_state_dict(plain.state_dict())
-    batch = (torch.randn(8, 1, 28, 28), torch.tensor([0, 1] * 4), torch.arange(8))
+    batch = {"image": torch.randn(8, 1, 28, 28), "label": torch.tensor([0, 1] * 4),
+             "index": torch.arange(8)}
     plain.eval(), mixed.eval()
-    assert torch.equal(plain(batch[0]), mixed(batch[0]))  # evaluation is untouched
+    assert torch.equal(plain(batch["image"]), mixed(batch["image"]))  # evaluation is untouched
     plain.train(), mixed.train()
     for model in (plain, mixed):
         model.log = lambda *args, **kwargs: None
     torch.manual_seed(1)
     assert not torch.isclose(plain.training_step(batch, 0), mixed.training_step(batch, 0))
+
+
+@pytest.mark.parametrize("spec", [
+    {"_target_": "breastcls.models.resnet.build_resnet", "in_channels": 1, "dropout": 0.5},
+    {"_target_": "breastcls.models.timm_models.build_timm_model", "arch": "resnet18",
+     "in_channels": 1}])
+def test_frozen_backbone_leaves_the_head_trainable(spec):
+    from lightning.pytorch.callbacks import BaseFinetuning
+
+    torch.manual_seed(0)
+    module = ImageClassifier(backbone=spec, optimizer=SGD).eval()
+    x = torch.randn(2, 1, 32, 32)
+    before = module(x)
+    BaseFinetuning.freeze(module.backbone, train_bn=False)
+    assert not any(p.requires_grad for p in module.backbone.parameters())
+    assert all(p.requires_grad for p in module.head.parameters())
+    # A checkpoint whose head still sits inside the backbone (backbone.fc.*) loads unchanged.
+    old = {k.replace("head.", "backbone.fc.", 1) if k.startswith("head.") else k: v
+           for k, v in module.state_dict().items()}
+    fresh = ImageClassifier(backbone=spec, optimizer=SGD).eval()
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh(x), before)

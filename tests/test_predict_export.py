@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from breastcls.checkpoints import load_checkpoint
 from breastcls.data.breastmnist import load_breastmnist
-from breastcls.evaluation import load_checkpoint
 from breastcls.export import export, export_onnx
 from breastcls.predict import predict
 from breastcls.train import train

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,18 @@ def test_run_writes_every_output(cli_run):
     assert sum(map(sum, metrics["confusion_matrix"]["test"])) == 156
     rows = read_csv(out / "test_predictions.csv")
     assert len(rows) == 156
-    assert list(rows[0]) == ["index", "label", "prob_malignant", "prob_normal_benign", "pred"]
+    assert list(rows[0]) == ["index", "sample_id", "group", "label", "prob_malignant",
+                             "prob_normal_benign", "pred"]
     assert [int(r["index"]) for r in rows] == list(range(156))
+    assert rows[5]["sample_id"] == "test_5"
     for header in ("AUC", "ACC", "AUPRC", "Recall", "F1", "Prec", "F2", "Spec"):
         assert header in stdout
+
+
+def test_progress_lines_without_a_terminal(cli_run):
+    out, _ = cli_run  # captured output is not a terminal: plain progress lines go to the log
+    log = (out / "train.log").read_text()
+    assert re.search(r"epoch 1/1 step \d+ val/auc_acc_mean 0\.\d{4} val/loss \d", log), log[-2000:]
 
 
 def test_checkpoint_is_weights_only(cli_run):

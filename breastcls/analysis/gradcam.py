@@ -93,7 +93,7 @@ def gradcam_figure(model: nn.Module, dataset: ArrayDataset, rows: Sequence[int],
     """
     if not rows:
         raise ValueError("no images to explain")
-    inputs = torch.stack([dataset[i][0] for i in rows])
+    inputs = torch.stack([dataset[i]["image"] for i in rows])
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():

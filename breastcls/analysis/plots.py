@@ -13,22 +13,12 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
-from breastcls.evaluation import Predictions
 from breastcls.metrics import confusion_matrix, predict_labels
+from breastcls.scoring.predictions import Predictions
 
 # Figures are built with matplotlib's object API (no pyplot): no backend or global state, so
 # plotting works on headless machines and never leaks open figures.
 DPI = 120
-
-
-def read_predictions_csv(path: str | Path) -> tuple[Predictions, list[str]]:
-    """A ``<split>_predictions.csv`` back as Predictions, with its class names."""
-    frame = pd.read_csv(path)
-    prob_columns = [c for c in frame.columns if c.startswith("prob_")]
-    probs = torch.tensor(frame[prob_columns].to_numpy(), dtype=torch.float32)
-    pred = Predictions(probs, torch.tensor(frame["label"].to_numpy()),
-                       torch.tensor(frame["index"].to_numpy()))
-    return pred, [c.removeprefix("prob_") for c in prob_columns]
 
 
 def _one_vs_rest(pred: Predictions, class_names: Sequence[str], positive_class: int

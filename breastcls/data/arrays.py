@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ArrayDataset(Dataset):
-    """Uint8 images (N, C, H, W) and integer labels; yields ``(image, label, index)``.
+    """Uint8 images (N, C, H, W) and integer labels; yields dict samples ``{"image", "label",
+    "index"}``, plus ``"baseline"`` (a second image per sample), ``"boxes"`` (a (K, 4) float
+    tensor of XYXY pixel boxes per sample) and ``"sample_id"``/``"group"`` (record keys) when
+    given. Image, baseline and boxes go through the transform as one dict, so one random draw
+    (flip, rotation, crop) moves all of them alike.
 
     The index travels with every sample so predictions can be written back per image and
     de-duplicated when a distributed sampler pads the last batch.
@@ -24,26 +31,94 @@ class ArrayDataset(Dataset):
         labels: torch.Tensor,
         transform: Transform | None = None,
         indices: Sequence[int] | torch.Tensor | None = None,
+        baselines: torch.Tensor | None = None,
+        sample_ids: Sequence[str] | None = None,
+        groups: Sequence[str] | None = None,
+        boxes: Sequence[torch.Tensor] | None = None,
     ) -> None:
         if images.ndim != 4 or images.dtype != torch.uint8:
             raise ValueError("expected uint8 images of shape (N, C, H, W), got "
                              f"{tuple(images.shape)} {images.dtype}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if baselines is not None and baselines.shape != images.shape:
+            raise ValueError(f"baseline images {tuple(baselines.shape)} do not match the images "
+                             f"{tuple(images.shape)}")
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"{len(images)} images but boxes for {len(boxes)}")
         self.images = images
         self.labels = labels.long()
         self.transform = transform
         self.indices = (torch.arange(len(images)) if indices is None
                         else torch.as_tensor(indices, dtype=torch.long))
+        self.baselines = baselines
+        self.sample_ids = None if sample_ids is None else [str(v) for v in sample_ids]
+        self.groups = None if groups is None else [str(v) for v in groups]
+        self.boxes = None if boxes is None else [as_boxes(b) for b in boxes]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        image = self.images[i]
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        views: dict[str, torch.Tensor] = {"image": tv_tensors.Image(self.images[i])}
+        if self.baselines is not None:
+            views["baseline"] = tv_tensors.Image(self.baselines[i])
+        if self.boxes is not None:
+            views["boxes"] = tv_tensors.BoundingBoxes(
+                self.boxes[i], format="XYXY", canvas_size=tuple(self.images.shape[-2:]))
         if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[i], self.indices[i]
+            views = self.transform(views)  # one draw of every random transform for all views
+        sample: dict[str, Any] = {k: v.as_subclass(torch.Tensor) for k, v in views.items()}
+        sample["label"], sample["index"] = self.labels[i], self.indices[i]
+        if self.sample_ids is not None:
+            sample["sample_id"] = self.sample_ids[i]
+        if self.groups is not None:
+            sample["group"] = self.groups[i]
+        return sample
+
+    def with_transform(self, transform: Transform | None) -> ArrayDataset:
+        return self._reordered(torch.arange(len(self)), transform)
+
+    def without_boxes(self) -> ArrayDataset:
+        """The same samples (arrays shared, not copied) without ``"boxes"``, for loaders whose
+        default collate cannot stack a varying number of boxes."""
+        if self.boxes is None:
+            return self
+        view = copy.copy(self)
+        view.boxes = None
+        return view
+
+    def sorted_by_index(self) -> ArrayDataset:
+        """The same samples, rows in the order of their index (as predictions are)."""
+        return self._reordered(self.indices.argsort(), self.transform)
+
+    def _reordered(self, order: torch.Tensor, transform: Transform | None) -> ArrayDataset:
+        rows = order.tolist()
+        return ArrayDataset(self.images[order], self.labels[order], transform,
+                            self.indices[order],
+                            None if self.baselines is None else self.baselines[order],
+                            *([v[k] for k in rows] if v is not None else None
+                              for v in (self.sample_ids, self.groups, self.boxes)))
+
+
+def as_boxes(boxes: Any) -> torch.Tensor:
+    """Boxes ``[[x_min, y_min, x_max, y_max], ...]`` (or none) as a (K, 4) float32 tensor."""
+    out = torch.as_tensor(boxes if boxes is not None else [], dtype=torch.float32)
+    if out.numel() == 0:
+        out = out.reshape(0, 4)
+    if out.ndim != 2 or out.shape[-1] != 4:
+        raise ValueError(f"boxes must be [x_min, y_min, x_max, y_max] rows, got shape "
+                         f"{tuple(out.shape)}")
+    return out
+
+
+def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The default collate, except that ``"boxes"`` (K varies per sample) stays a list of
+    (K, 4) tensors: for loaders over a data set with boxes (detection, box-aware crops)."""
+    if not samples or "boxes" not in samples[0]:
+        return default_collate(list(samples))
+    rest = [{k: v for k, v in s.items() if k != "boxes"} for s in samples]
+    return {**default_collate(rest), "boxes": [s["boxes"] for s in samples]}
 
 
 def upsample(images: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -11,19 +11,17 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
 
 from breastcls.data.arrays import ArrayDataset, Transform, build_transform, upsample
+from breastcls.data.base import SPLITS, SplitsDataModule
 from breastcls.data.folds import CrossValidation, assign_folds
 
 log = logging.getLogger(__name__)
 
 SIZES = (28, 64, 128, 224)
-SPLITS = ("train", "val", "test")
 CLASS_NAMES = ("malignant", "normal_benign")
 POSITIVE_CLASS = 0
 
@@ -75,7 +73,7 @@ def load_breastmnist(data_dir: str | Path, size: int = 28, download: bool = Fals
     return out
 
 
-class BreastMNISTDataModule(L.LightningDataModule):
+class BreastMNISTDataModule(SplitsDataModule):
     """Official train/val/test splits of BreastMNIST as in-memory uint8 tensors."""
 
     num_classes = 2
@@ -143,36 +141,18 @@ class BreastMNISTDataModule(L.LightningDataModule):
             if self.as_rgb:
                 tensor = tensor.expand(-1, 3, -1, -1).contiguous()
             transform = self.train_transform if split == "train" else self.eval_transform
+            sample_ids, groups = self._keys(split, len(labels), indices)
             self.datasets[split] = ArrayDataset(tensor, torch.from_numpy(labels), transform,
-                                                indices)
+                                                indices, sample_ids=sample_ids, groups=groups)
 
-    def dataset(self, split: str, augment: bool = False) -> ArrayDataset:
-        """The dataset of ``split``; ``augment`` only changes the train split."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
-        self.setup()
-        ds = self.datasets[split]
-        if split == "train" and not augment:
-            return ArrayDataset(ds.images, ds.labels, self.eval_transform, ds.indices)
-        return ds
-
-    def class_counts(self, split: str = "train") -> torch.Tensor:
-        return torch.bincount(self.dataset(split).labels, minlength=self.num_classes)
-
-    def _loader(self, dataset: ArrayDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", augment=True), True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), False, self.eval_batch_size)
-
-    def eval_dataloader(self, split: str) -> DataLoader:
-        """Deterministic, unaugmented loader over any split (train included)."""
-        return self._loader(self.dataset(split), False, self.eval_batch_size)
+    def _keys(self, split: str, n: int, indices: np.ndarray | None) -> tuple[list[str], list[str]]:
+        """Sample ids ``<official split>_<row>`` and groups (each image its own, or its
+        near-duplicate cluster under ``cv.groups``) of a split's rows."""
+        table = self.split_table
+        if table is None or indices is None or (split == "test" and self.cv.pool == "trainval"):
+            ids = [f"{split}_{i}" for i in range(n)]
+            return ids, ids
+        rows = table.iloc[indices]
+        ids = (rows["source_split"] + "_" + rows["source_index"].astype(str)).tolist()
+        groups = ids if not self.cv.groups else [f"dup{g}" for g in rows["group"]]
+        return ids, groups

@@ -2,7 +2,13 @@
 
 A data set module supplies a :class:`~breastcls.data.records.RecordTable`; this module reads and
 caches its images, splits the records (official, holdout or k-fold, group-aware), writes the split
-table and serves the same ``(image, label, index)`` batches as the in-memory data sets.
+table and serves dict batches (``image``, ``label``, ``index``, ``sample_id``, ``group``).
+
+Records with a ``baseline_path`` column get a second cached image per sample (``baseline`` in
+the batches); records with a ``boxes`` column (per sample ``[[x_min, y_min, x_max, y_max], ...]``
+in the original image's pixels) get them scaled to the cached image, in ``dataset(split)[i]``
+only: the classification loaders leave them out, :func:`~breastcls.data.arrays.collate` batches
+them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
@@ -21,20 +26,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from breastcls.data.arrays import ArrayDataset, build_transform
+from breastcls.data.arrays import ArrayDataset, as_boxes, build_transform
+from breastcls.data.base import SPLITS, SplitsDataModule
 from breastcls.data.cache import Preprocessing, load_or_build
 from breastcls.data.folds import duplicate_groups
+from breastcls.data.readers import DataError, image_size
 from breastcls.data.records import RecordTable
 from breastcls.data.splits import SplitSettings, assign_splits, split_summary
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 GROUPINGS = (None, "records", "duplicates")
 AUDIT_SIZE = 28  # near-duplicate search on thumbnails, as the BreastMNIST audit
 
 
-class RecordsDataModule(L.LightningDataModule):
+class RecordsDataModule(SplitsDataModule):
     """Images of a record table, cached once, split by ``split`` settings."""
 
     def __init__(
@@ -112,15 +118,20 @@ class RecordsDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        records = self.table.records.reset_index(drop=True)
+        records = self._with_baselines(self.table.records.reset_index(drop=True))
         name = str(self.hparams.records.get("_target_", "images")).rsplit(".", 1)[-1]
-        cached = load_or_build(records["path"].tolist(), self.preprocessing,
-                               self.hparams.cache_dir, name, self.hparams.on_bad_file)
-        keep = np.array([i not in cached.failed for i in range(len(records))])
-        for message in cached.failed.values():
+        columns = {"path": name, "baseline_path": f"{name}_baseline"}
+        cached = {column: load_or_build(records[column].tolist(), self.preprocessing,
+                                        self.hparams.cache_dir, suffix, self.hparams.on_bad_file)
+                  for column, suffix in columns.items() if column in records}
+        failed = {row for c in cached.values() for row in c.failed}  # image or baseline
+        keep = np.array([i not in failed for i in range(len(records))])
+        for message in (m for c in cached.values() for m in c.failed.values()):
             log.warning("skipped unreadable file: %s", message)
-        images = torch.from_numpy(np.ascontiguousarray(cached.images[keep]))
+        images, baselines = (torch.from_numpy(np.ascontiguousarray(cached[c].images[keep]))
+                             if c in cached else None for c in columns)
         records = records[keep].reset_index(drop=True)
+        boxes = self._boxes(records) if "boxes" in records else None
         if self.grouping == "duplicates":
             gray = images.float().mean(1, keepdim=True)
             thumbs = v2.functional.resize(gray, [AUDIT_SIZE, AUDIT_SIZE], antialias=True)
@@ -136,39 +147,59 @@ class RecordsDataModule(L.LightningDataModule):
             rows = np.flatnonzero(self.split_table["split"].to_numpy() == split)
             if len(rows):
                 transform = self.train_transform if split == "train" else self.eval_transform
-                self.datasets[split] = ArrayDataset(images[rows], labels[rows], transform, rows)
-
-    def dataset(self, split: str, augment: bool = False) -> ArrayDataset:
-        """The dataset of ``split``; ``augment`` only changes the train split."""
-        self.setup()
-        if split not in self.datasets:
-            raise ValueError(f"split {split!r} is empty or unknown; the splits are "
-                             f"{list(self.datasets)}")
-        ds = self.datasets[split]
-        if split == "train" and not augment:
-            return ArrayDataset(ds.images, ds.labels, self.eval_transform, ds.indices)
-        return ds
-
-    def class_counts(self, split: str = "train") -> torch.Tensor:
-        return torch.bincount(self.dataset(split).labels, minlength=self.num_classes)
+                self.datasets[split] = ArrayDataset(
+                    images[rows], labels[rows], transform, rows,
+                    baselines=None if baselines is None else baselines[rows],
+                    sample_ids=records["sample_id"].iloc[rows].tolist(),
+                    groups=records["group"].iloc[rows].tolist(),
+                    boxes=None if boxes is None else [boxes[r] for r in rows])
 
     def _loader(self, dataset: ArrayDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+        # Classification batches: boxes (a varying number per sample) stay in dataset[i].
+        return super()._loader(dataset.without_boxes(), shuffle, batch_size)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("train", augment=True), True, self.batch_size)
+    def _with_baselines(self, records: pd.DataFrame) -> pd.DataFrame:
+        """The records, refusing (or, with on_bad_file=skip, dropping) those that lack the
+        baseline image the others have."""
+        if "baseline_path" not in records:
+            return records
+        missing = records["baseline_path"].isna() | (records["baseline_path"] == "")
+        if not missing.any():
+            return records
+        ids = records.loc[missing, "sample_id"].astype(str).tolist()
+        message = f"{len(ids)} sample(s) have no baseline_path: {', '.join(ids[:5])}"
+        if self.hparams.on_bad_file != "skip":
+            raise DataError(f"{message}\n(data.on_bad_file=skip reports them and loads the rest)")
+        log.warning("skipped: %s", message)
+        return records[~missing].reset_index(drop=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), False, self.eval_batch_size)
+    def _boxes(self, records: pd.DataFrame) -> list[torch.Tensor]:
+        """Every record's boxes in its cached image's pixels (sizes from the ``height``/``width``
+        columns where given, else read from the file header)."""
+        out = []
+        for row in records.itertuples(index=False):
+            size = tuple(int(getattr(row, c)) for c in ("height", "width")
+                         if pd.notna(getattr(row, c, None)))
+            out.append(scale_boxes(row.boxes, size if len(size) == 2 else image_size(row.path),
+                                   self.preprocessing))
+        return out
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), False, self.eval_batch_size)
 
-    def eval_dataloader(self, split: str) -> DataLoader:
-        """Deterministic, unaugmented loader over any split (train included)."""
-        return self._loader(self.dataset(split), False, self.eval_batch_size)
+def scale_boxes(boxes: Any, size: tuple[int, int], settings: Preprocessing) -> torch.Tensor:
+    """Boxes in the pixels of an original (height, width) image, moved as
+    :func:`~breastcls.data.cache.preprocess` resizes (fit=resize) or resizes and pads (fit=pad)
+    that image; ``None``/NaN means no boxes."""
+    if boxes is None or (np.isscalar(boxes) and pd.isna(boxes)):
+        boxes = []
+    h, w = size
+    side = settings.size
+    nh, nw, top, left = side, side, 0, 0
+    if settings.fit == "pad":  # the same arithmetic as preprocess: keep the two in step
+        scale = side / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        top, left = (side - nh) // 2, (side - nw) // 2
+    factor = torch.tensor([nw / w, nh / h, nw / w, nh / h])
+    return as_boxes(boxes) * factor + torch.tensor([left, top, left, top], dtype=torch.float32)
 
 
 def _plain(value: Any) -> Any:

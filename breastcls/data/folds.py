@@ -21,8 +21,8 @@ class CrossValidation:
     ``pool=trainval``: train+val are merged and fold ``fold`` is the validation set; the official
     test split stays apart. ``pool=all``: every split is merged, fold ``fold`` is the test set and
     ``val_fraction`` of the rest (stratified) validates. ``groups=duplicates`` keeps near-duplicate
-    images (``breastcls.analysis.audit``) inside one fold, and (``pool=all``) on one side of the
-    train/val carve-out.
+    images (``breastcls.analysis.duplicates``) inside one fold, and (``pool=all``) on one side of
+    the train/val carve-out.
     """
 
     folds: int = 5
@@ -46,7 +46,7 @@ class CrossValidation:
 
 def duplicate_groups(images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """A group id per image: connected components of the audit's duplicate pairs."""
-    from breastcls.analysis.audit import find_duplicates
+    from breastcls.analysis.duplicates import find_duplicates
 
     pairs = find_duplicates({"pool": (images, labels)})
     n = len(images)

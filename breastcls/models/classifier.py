@@ -46,22 +46,28 @@ class ImageClassifier(L.LightningModule):
         backbone, optimizer, scheduler = (_plain(c) for c in (backbone, optimizer, scheduler))
         class_weights, tta = _plain(class_weights), _plain(tta)
         self.save_hyperparameters()
-        self.backbone: nn.Module = instantiate(dict(backbone), num_classes=num_classes)
+        # Backbone and head as separate modules: freezing the backbone (BaseFinetuning) leaves
+        # the head trainable.
+        self.backbone, self.head = split_head(instantiate(dict(backbone), num_classes=num_classes))
         # Not a buffer: weight averaging (EMA) copies the module's buffers before ``setup``
         # fills in balanced weights, then swaps them in for validation by position and size.
         self.loss_weights = _fixed_class_weights(class_weights, num_classes)
         self.batch_mix = _batch_mix(mixup_alpha, cutmix_alpha, num_classes)
         self.train_metrics = classification_metrics(num_classes, threshold).clone("train/")
         self.val_metrics = classification_metrics(num_classes, threshold).clone("val/")
-        self.test_metrics = classification_metrics(num_classes, threshold).clone("test/")
         # Epoch losses as metrics, so that under DDP they average every rank's images.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
         # ``tta`` (hparam): the flips ``threshold`` was chosen with, written into the best
         # checkpoint after training; ``predict_tta``: the flips predict_step applies now.
         self.predict_tta: bool | list[str] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.head(self.backbone(x))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        # Checkpoints written before backbone and head were split keep the head in the backbone.
+        state_dict = {_split_key(k): v for k, v in state_dict.items()}
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -72,9 +78,8 @@ class ImageClassifier(L.LightningModule):
             self.loss_weights = counts.sum() / (len(counts) * counts.clamp(min=1))
         check_input_shape(self, datamodule.input_shape)
 
-    def _step(self, batch: tuple[torch.Tensor, ...], split: str, mix: bool = False
-              ) -> torch.Tensor:
-        x, y, _ = batch
+    def _step(self, batch: Mapping[str, Any], split: str, mix: bool = False) -> torch.Tensor:
+        x, y = batch["image"], batch["label"]
         target = y
         if mix and self.batch_mix is not None:  # soft targets; metrics keep the hard labels
             x, target = self.batch_mix(x, y)
@@ -95,13 +100,10 @@ class ImageClassifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
-        x, y, index = batch
-        probs = class_probabilities(self, x, self.predict_tta)
-        return {"probs": probs, "labels": y, "index": index}
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        probs = class_probabilities(self, batch["image"], self.predict_tta)
+        keys = {k: batch[k] for k in ("sample_id", "group") if k in batch}
+        return {"probs": probs, "labels": batch["label"], "index": batch["index"], **keys}
 
     def _log_epoch(self, split: str) -> dict[str, torch.Tensor]:
         # torchmetrics synchronises compute() across processes, so these values (and
@@ -115,7 +117,7 @@ class ImageClassifier(L.LightningModule):
         metrics.reset()
         loss.reset()
         self.log_dict(values, prog_bar=False)
-        self.log(f"{split}/loss", epoch_loss, prog_bar=split != "test")
+        self.log(f"{split}/loss", epoch_loss, prog_bar=True)
         return values
 
     def on_train_epoch_end(self) -> None:
@@ -124,10 +126,6 @@ class ImageClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self._log_epoch("val")
         self.log("val/auc_acc_mean", (values["val/auc"] + values["val/acc"]) / 2, prog_bar=True)
-
-    def on_test_epoch_end(self) -> None:
-        values = self._log_epoch("test")
-        self.log("test/auc_acc_mean", (values["test/auc"] + values["test/acc"]) / 2)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(dict(self.hparams.optimizer), params=self.parameters())
@@ -140,6 +138,26 @@ class ImageClassifier(L.LightningModule):
 
 
 FLIP_DIMS = {"hflip": -1, "vflip": -2}
+
+
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``(backbone, head)`` of a classifier: the backbone returns pooled features."""
+    if isinstance(getattr(model, "fc", None), nn.Module) and not hasattr(model, "reset_classifier"):
+        head, model.fc = model.fc, nn.Identity()  # torchvision ResNets
+    elif hasattr(model, "get_classifier"):
+        head = model.get_classifier()
+        model.reset_classifier(0)  # timm: forward now ends at the pooled (and dropped) features
+    else:
+        raise TypeError(f"{type(model).__name__} has neither a torchvision `fc` nor timm's "
+                        "get_classifier(): cannot tell its head from its backbone")
+    return model, head
+
+
+def _split_key(key: str) -> str:
+    for old in ("backbone.fc.", "backbone.head.fc.", "backbone.classifier."):
+        if key.startswith(old):
+            return "head." + key.removeprefix(old)
+    return key
 
 
 def class_probabilities(model: nn.Module, x: torch.Tensor,

@@ -15,7 +15,7 @@ from rich.tree import Tree
 from breastcls.metrics import TABLE_METRICS
 
 if TYPE_CHECKING:
-    from breastcls.evaluation import EvaluationResult
+    from breastcls.scoring.result import EvaluationResult
 
 COLUMN_TITLES = {"auc": "AUC", "acc": "ACC", "auprc": "AUPRC", "recall": "Recall", "f1": "F1",
                  "precision": "Prec", "f2": "F2", "specificity": "Spec", "balanced_acc": "BalACC"}
@@ -61,11 +61,28 @@ def interval_table(intervals: Mapping[str, Mapping[str, Mapping[str, float]]], t
     return table
 
 
+def per_class_table(classes: Mapping[str, Mapping[str, float]], title: str) -> Table:
+    """Rows are classes, columns the one-vs-rest metrics of a multi-class task."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("class", min_width=max(map(len, classes), default=5))
+    columns = list(next(iter(classes.values()), {}))
+    for name in columns:
+        table.add_column(COLUMN_TITLES.get(name, name), justify="right")
+    for name, values in classes.items():
+        table.add_row(name, *(f"{values[c]:.0f}" if c == "support" else f"{values[c]:.3f}"
+                              for c in columns))
+    return table
+
+
 def print_result(result: EvaluationResult, title: str) -> None:
     """The metrics table, then the bootstrap intervals of the held-out splits."""
     console = _console()
-    threshold = result.info.get("threshold", 0.5)
-    console.print(metrics_table(result.metrics, f"{title}, threshold {threshold:.3g}"))
+    threshold = result.info.get("threshold")
+    suffix = "macro averages" if threshold is None else f"threshold {threshold:.3g}"
+    console.print(metrics_table(result.metrics, f"{title}, {suffix}"))
+    for split, classes in result.per_class.items():
+        if split != "train":
+            console.print(per_class_table(classes, f"{title}, {split} per class"))
     held_out = {s: ci for s, ci in result.intervals.items() if s != "train"}
     if held_out:
         level = (result.info.get("bootstrap") or {}).get("confidence", 0.95)
