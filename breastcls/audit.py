@@ -20,8 +20,6 @@ from pathlib import Path
 import hydra
 import pandas as pd
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 from torchvision.transforms import v2
@@ -29,6 +27,7 @@ from torchvision.transforms import v2
 from breastcls.analysis.duplicates import AuditResult, run_audit
 from breastcls.config import exit_on_user_error, register_resolvers
 from breastcls.data.breastmnist import load_breastmnist
+from breastcls.data.build import build_datamodule
 from breastcls.data.readers import DataError
 
 log = logging.getLogger(__name__)
@@ -71,14 +70,11 @@ def record_splits(data: DictConfig) -> tuple[dict, dict[str, pd.DataFrame], pd.D
     (channel mean, antialiased resize to ``AUDIT_SIZE``, rounded to uint8)."""
     from breastcls.data.datamodule import AUDIT_SIZE
 
-    try:
-        datamodule = instantiate(data, _recursive_=False)
-        if not hasattr(datamodule, "split_table"):
-            raise DataError(f"data._target_={data.get('_target_')!r} is not a record data set "
-                            "(RecordsDataModule); the audit reads BreastMNIST or record data")
-        datamodule.setup()
-    except InstantiationException as err:  # the records' DataError, wrapped by Hydra
-        raise _data_error(err) or err from None
+    datamodule = build_datamodule(data)
+    if not hasattr(type(datamodule), "table"):
+        raise DataError(f"data._target_={data.get('_target_')!r} is not a record data set "
+                        "(RecordsDataModule); the audit reads BreastMNIST or record data")
+    datamodule.setup()
     records = datamodule.records
     names = datamodule.class_names
     splits, samples = {}, {}
@@ -97,12 +93,6 @@ def record_splits(data: DictConfig) -> tuple[dict, dict[str, pd.DataFrame], pd.D
              ", ".join(f"{s} {len(v[1])}" for s, v in splits.items()))
     return splits, samples, datamodule.split_table
 
-
-def _data_error(err: BaseException | None) -> DataError | None:
-    """The DataError (a user's mistake) that ``err`` was raised from, if any."""
-    while err is not None and not isinstance(err, DataError):
-        err = err.__cause__
-    return err
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="audit")

@@ -55,7 +55,8 @@ def metric_value(metrics: Mapping[str, float], name: str | None) -> float | None
 
 
 def class_metadata(datamodule: Any, cfg: Mapping[str, Any]) -> dict[str, int]:
-    """The model's ``num_classes`` and ``positive_class`` as the data set declares them.
+    """The model's ``num_classes``, ``positive_class`` and ``class_names`` as the data set
+    declares them (stored in the checkpoint, so predict names its columns).
 
     A threshold method is refused for a multi-class task before anything trains."""
     num_classes = getattr(datamodule, "num_classes", None)
@@ -67,7 +68,8 @@ def class_metadata(datamodule: Any, cfg: Mapping[str, Any]) -> dict[str, int]:
                         f"this task has {num_classes} classes {list(datamodule.class_names)}; "
                         "set evaluation.threshold.method=null or pick a binary task")
     positive = getattr(datamodule, "positive_class", None)
-    return {"num_classes": num_classes, "positive_class": 0 if positive is None else positive}
+    return {"num_classes": num_classes, "positive_class": 0 if positive is None else positive,
+            "class_names": list(datamodule.class_names)}
 
 
 def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:

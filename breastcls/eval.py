@@ -2,10 +2,11 @@
 
     python -m breastcls.eval ckpt_path=logs/train/runs/<run>/checkpoints/epoch_012.ckpt
 
-The images are prepared as in training: ``data.*`` (size, resize, channels, normalisation) and
-the ``cv.*`` fold default to the training run's config, ``<run>/.hydra/config.yaml`` beside
-``checkpoints/``; settings given on the command line win. Test-time flips default to those the
-checkpoint's threshold was chosen with.
+The images are prepared as in training: the data config stored in the checkpoint (data set,
+root, size, channels, normalisation, split or ``cv`` fold) is rebuilt, and ``data.*``/``cv.*``
+given on the command line win (``data.root=`` where the images lie elsewhere now). Checkpoints
+written before the data config was stored read the training run's ``<run>/.hydra/config.yaml``.
+Test-time flips default to those the checkpoint's threshold was chosen with.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from breastcls.checkpoints import load_checkpoint
 from breastcls.config import platform_info, register_resolvers, set_threads
 from breastcls.console import print_result
+from breastcls.data.build import build_datamodule, stored_data_config
 from breastcls.instantiate import single_device_trainer
 from breastcls.runs import default_tta, run_config, run_config_path
 from breastcls.scoring.pipeline import evaluate_splits
@@ -47,22 +48,55 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     """
     if not cfg.get("ckpt_path"):
         raise ValueError("pass the checkpoint to evaluate: ckpt_path=/path/to/model.ckpt")
-    source = apply_run_data(cfg, overrides)
+    stored = stored_data_config(cfg.ckpt_path)
+    source = (apply_checkpoint_data(cfg, stored, overrides) if stored is not None
+              else apply_run_data(cfg, overrides))
     validate_settings(cfg, optimized_metric=False)
     set_threads(cfg.get("threads"))
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     model, info = load_checkpoint(cfg.ckpt_path, cfg.module_class)
     settings = OmegaConf.to_container(cfg.evaluation, resolve=True)
     rule = settings.get("threshold") or {}
     settings["tta"] = default_tta(settings.get("tta"), model, "eval",
                                   threshold_is_stored=not rule.get("method"),
                                   key="evaluation.tta")
-    info = {**info, "run_config": str(source) if source else None, "tta": settings["tta"],
+    info = {**info, "data_config": str(source) if source else None, "tta": settings["tta"],
             "platform": platform_info()}
     result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
                              cfg.eval_splits, Path(cfg.paths.output_dir), info, settings)
     print_result(result, f"eval: {cfg.ckpt_path}")
     return result.flat()
+
+
+def apply_checkpoint_data(cfg: DictConfig, stored: Mapping[str, Any],
+                          overrides: Sequence[str] | None = None) -> str:
+    """Set ``cfg.data`` to the data config stored in the checkpoint, except the ``data.*`` keys
+    given on the command line (``overrides``); ``cv.*`` overrides go to its ``data.cv``."""
+    given = {_data_key(o) for o in overrides or []} - {None}
+    data = OmegaConf.create(dict(stored))
+    kept = []
+    for key in sorted(given):
+        value = _select(cfg, key) if not key.startswith("data.cv.") else _select(
+            cfg, key.removeprefix("data."))
+        if OmegaConf.select(data, key.removeprefix("data."), default=_UNSET) != value:
+            kept.append(f"{key}={value!r}")
+        OmegaConf.update(data, key.removeprefix("data."), value, merge=False)
+    with open_dict(cfg):
+        cfg.data = data
+    log.info("eval: data settings from the checkpoint (%s, root %s)", stored["_target_"],
+             stored.get("root", stored.get("data_dir")))
+    if kept:
+        log.warning("eval: the command line overrides the checkpoint's data settings: %s",
+                    ", ".join(kept))
+    return "checkpoint"
+
+
+def _data_key(override: str) -> str | None:
+    """``data.root`` for ``data.root=...``; ``data.cv.fold`` for ``cv.fold=...``; else None."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    if key.startswith("cv."):
+        return f"data.{key}"
+    return key if key.startswith("data.") else None
 
 
 def apply_run_data(cfg: DictConfig, overrides: Sequence[str] | None = None) -> Path | None:

@@ -96,7 +96,8 @@ def export(cfg: DictConfig) -> Path:
         (cfg.image_size, "28 x 28 inputs (image_size=...)"),
         (cfg.get("normalize"), "mean 0.5, std 0.5 in the metadata (normalize=...)")])
     # The graph takes the images the network saw: data.resize's side when training upsampled.
-    size = int(cfg.image_size or data_cfg.get("resize") or data_cfg.get("size") or 28)
+    size = int(cfg.image_size or data_cfg.get("resize") or data_cfg.get("size")
+               or data_cfg.get("image_size") or 28)
     shape = (input_channels(model), size, size)
     normalize = cfg.get("normalize") or data_cfg.get("normalize") or {"mean": [0.5], "std": [0.5]}
     if cfg.outputs == "probs":

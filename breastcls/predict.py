@@ -21,11 +21,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 from PIL import Image
+from rich.progress import track
 from torch import nn
 
 from breastcls.checkpoints import load_checkpoint
 from breastcls.config import set_threads
 from breastcls.data.arrays import build_transform, upsample
+from breastcls.data.cache import Preprocessing, preprocess
+from breastcls.data.readers import DataError, read_image
 from breastcls.metrics import predict_labels
 from breastcls.models.classifier import class_probabilities
 from breastcls.runs import default_tta, run_data_config
@@ -33,6 +36,7 @@ from breastcls.runs import default_tta, run_data_config
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 INTERPOLATIONS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                   "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
 
@@ -72,6 +76,19 @@ def read_folder(folder: Path, channels: int, size: int | None, interpolation: st
         with Image.open(f) as im:
             images.append(_resize(im.copy(), size, interpolation))
     return _to_array(images, channels), pd.DataFrame({"file": [f.name for f in files]})
+
+
+def read_records_folder(folder: Path, settings: Preprocessing) -> tuple[np.ndarray, pd.DataFrame]:
+    """Every image file of ``folder`` (PNG, JPEG, DICOM), read and resized or padded exactly as
+    a record data set's cache prepares its images."""
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in (*IMAGE_SUFFIXES, *DICOM_SUFFIXES))
+    if not files:
+        raise DataError(f"no PNG, JPEG or DICOM images in {folder}")
+    mode = "L" if settings.channels == 1 else "RGB"
+    images = [preprocess(read_image(f, mode, voi=settings.voi), settings)
+              for f in track(files, description="reading", disable=len(files) < 200)]
+    return np.stack(images), pd.DataFrame({"file": [f.name for f in files]})
 
 
 def read_npz(path: Path, channels: int, size: int | None, split: str | None = None,
@@ -121,13 +138,16 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
         (cfg.image_size, "images used at their own size (image_size=...)"),
         (cfg.get("resize") is not None, "no upsampling (resize=...)"),
         (cfg.normalize, "mean 0.5, std 0.5 (normalize=...)")])
-    size = cfg.image_size or data_cfg.get("size")
+    size = cfg.image_size or data_cfg.get("size") or data_cfg.get("image_size")
     normalize = cfg.normalize or data_cfg.get("normalize") or {"mean": [0.5], "std": [0.5]}
     threshold = cfg.get("threshold")
     tta = default_tta(cfg.tta, model, "predict", threshold_is_stored=threshold is None)
     channels = input_channels(model)
     source = Path(cfg.input)
-    if source.is_dir():
+    if source.is_dir() and "image_size" in data_cfg:  # a record data set: its readers and cache
+        images, info = read_records_folder(source, Preprocessing(
+            int(size), data_cfg.get("fit", "resize"), channels, data_cfg.get("voi", "auto")))
+    elif source.is_dir():
         images, info = read_folder(source, channels, size, cfg.interpolation)
     elif source.suffix == ".npz":
         images, info = read_npz(source, channels, size, cfg.get("split"), cfg.interpolation)
@@ -140,7 +160,8 @@ def predict(cfg: DictConfig) -> pd.DataFrame:
     positive = model.hparams.positive_class
     if threshold is None:
         threshold = model.hparams.get("threshold", 0.5)
-    names = list(cfg.class_names or [f"class_{c}" for c in range(probs.shape[1])])
+    names = list(cfg.class_names or model.hparams.get("class_names")
+                 or [f"class_{c}" for c in range(probs.shape[1])])
     if len(names) != probs.shape[1]:
         raise ValueError(f"class_names has {len(names)} names for {probs.shape[1]} classes")
     frame = info.copy()

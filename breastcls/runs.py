@@ -1,5 +1,6 @@
-"""What a training run leaves beside its checkpoint, read back by eval, predict and export: the
-run's config (``<run>/.hydra/config.yaml``) and the test-time flips stored with the threshold."""
+"""What a training run leaves with its checkpoint, read back by eval, predict and export: the data
+config (stored in the checkpoint; older ones: the run's ``<run>/.hydra/config.yaml``) and the
+test-time flips stored with the threshold."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from breastcls.data.build import stored_data_config
 from breastcls.models.classifier import tta_views
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,12 @@ def run_data_config(ckpt_path: str | Path, task: str,
                     fallbacks: Sequence[tuple[Any, str]] = ()) -> Any:
     """The training run's ``data`` config; ``{}`` with a warning naming the missing file and
     what ``task`` assumes instead when the run's config is not there: each ``(setting,
-    description)`` of ``fallbacks`` whose setting the user left unset."""
+    description)`` of ``fallbacks`` whose setting the user left unset. The data config stored in
+    the checkpoint comes first; the run folder serves checkpoints written before it was stored."""
+    stored = stored_data_config(ckpt_path)
+    if stored is not None:
+        log.info("%s: data settings from the checkpoint (%s)", task, stored["_target_"])
+        return stored
     config = run_config(ckpt_path)
     if config is None:
         assumed = ", ".join(text for given, text in fallbacks if not given) or "nothing"

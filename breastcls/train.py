@@ -25,6 +25,7 @@ from breastcls.config import (
     set_threads,
 )
 from breastcls.console import print_config_tree, print_result
+from breastcls.data.build import build_datamodule
 from breastcls.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -48,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     set_threads(cfg.get("threads"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     model: L.LightningModule = instantiate(cfg.model, **class_metadata(datamodule, cfg))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))

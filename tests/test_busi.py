@@ -12,9 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from breastcls.data.build import stored_data_config
 from breastcls.data.busi import busi_records
 from breastcls.data.readers import DataError
+from breastcls.eval import evaluate
 from breastcls.loggers import finish_wandb
+from breastcls.predict import predict
 from breastcls.train import train
 from tests.conftest import FAST, compose_train, real_data_dir
 from tests.test_train import run_cli
@@ -124,5 +127,40 @@ def test_busi_trains_end_to_end(busi_dir, tmp_path, task):
         assert sum(per_class[c]["support"] for c in names) == len(preds)
         assert np.array(saved["confusion_matrix"]["test"]).shape == (3, 3)
         assert {"low", "high"} <= set(saved["test_ci"]["auc"])
+        rebuilt_from_the_checkpoint(Path(saved["checkpoint"]), preds, busi_dir, tmp_path, names)
     else:
         assert saved["positive_class"] == "malignant" and saved["task"] == "binary"
+
+
+def rebuilt_from_the_checkpoint(checkpoint: Path, preds: pd.DataFrame, busi_dir: Path,
+                                tmp_path: Path, names: list[str]) -> None:
+    """eval and predict rebuild the data from the checkpoint alone, away from its run folder."""
+    moved = tmp_path / "elsewhere" / "model.ckpt"
+    moved.parent.mkdir()
+    shutil.copy(checkpoint, moved)
+    stored = stored_data_config(moved)
+    assert stored["task"] == "three_class" and stored["image_size"] == 64
+    out = tmp_path / "eval"
+    evaluate(compose_train([f"ckpt_path={moved}", "eval_splits=[test]", "evaluation.plots=false",
+                            "evaluation.bootstrap.n_resamples=0"], out, "eval"))
+    again = pd.read_csv(out / "test_predictions.csv")
+    assert again["sample_id"].tolist() == preds["sample_id"].tolist()
+    np.testing.assert_allclose(again.filter(like="prob_"), preds.filter(like="prob_"), atol=1e-5)
+    folder = tmp_path / "new_images"
+    folder.mkdir()
+    sample = preds["sample_id"].iloc[:3].tolist()
+    for sample_id in sample:
+        shutil.copy(busi_dir / sample_id.split(" ")[0] / f"{sample_id}.png", folder)
+    frame = predict(compose_train([f"ckpt_path={moved}", f"input={folder}",
+                                   f"output={tmp_path / 'new.csv'}"], tmp_path, "predict"))
+    assert list(frame.filter(like="prob_")) == [f"prob_{n}" for n in names]
+    expected = preds.set_index("sample_id").loc[sample].filter(like="prob_").to_numpy()
+    np.testing.assert_allclose(frame.filter(like="prob_").to_numpy(), expected, atol=1e-4)
+
+
+def test_a_setting_of_another_data_set_is_one_clear_message(tmp_path):
+    proc = run_cli("breastcls.train", *QUIET, "data=busi", "+data.size=28",
+                   f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "data.size is not a setting of RecordsDataModule" in proc.stderr
+    assert "image_size" in proc.stderr  # the settings it does take

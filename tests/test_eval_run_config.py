@@ -23,7 +23,8 @@ from omegaconf import OmegaConf
 
 from breastcls.checkpoints import load_checkpoint
 from breastcls.data.arrays import upsample
-from breastcls.eval import apply_run_data, evaluate
+from breastcls.data.build import stored_data_config
+from breastcls.eval import apply_checkpoint_data, apply_run_data, evaluate
 from breastcls.export import export
 from breastcls.models.classifier import class_probabilities
 from breastcls.predict import predict
@@ -58,12 +59,13 @@ def checkpoint(run: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def bare_checkpoint(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same weights in a folder without the run's config, and without the ``tta`` key
-    (a checkpoint written before training recorded it)."""
+    """The same weights in a folder without the run's config, and without the ``tta`` key and
+    the data config (a checkpoint written before training recorded them)."""
     path = tmp_path_factory.mktemp("bare") / "checkpoints" / checkpoint.name
     path.parent.mkdir()
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     ckpt["hyper_parameters"].pop("tta", None)
+    ckpt.pop("datamodule_hyper_parameters", None)  # nor the data config
     torch.save(ckpt, path)
     return path
 
@@ -100,11 +102,23 @@ def test_eval_cli_scores_like_the_training_run(tmp_path, run, checkpoint, data_d
     np.testing.assert_allclose(scored[PROB_COLUMNS], expected[PROB_COLUMNS], atol=1e-5, rtol=0)
     np.testing.assert_array_equal(scored["pred"], expected["pred"])  # the stored threshold
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["run_config"] == str(run / ".hydra" / "config.yaml")
+    assert saved["data_config"] == "checkpoint"  # the run's data config, stored at training
     assert saved["tta"] == ["hflip"]
     logged = (out / "eval.log").read_text()
-    assert "data settings from the training run's config" in logged
-    assert "data.resize=32" in logged and "test-time augmentation ['hflip']" in logged
+    assert "data settings from the checkpoint" in logged
+    assert "test-time augmentation ['hflip']" in logged
+
+
+def test_checkpoint_stores_the_data_config(checkpoint, bare_checkpoint, tmp_path, caplog):
+    stored = stored_data_config(checkpoint)
+    assert stored["_target_"].endswith("BreastMNISTDataModule") and stored["resize"] == 32
+    assert stored["cv"]["pool"] == "all" and stored["cv"]["fold"] == 1
+    assert stored_data_config(bare_checkpoint) is None  # older checkpoints: the run folder
+    cfg = eval_config(checkpoint, tmp_path, "cv.fold=2", "data.eval_batch_size=7")
+    with caplog.at_level(logging.WARNING, logger="breastcls.eval"):
+        assert apply_checkpoint_data(cfg, stored, ["cv.fold=2", "data.eval_batch_size=7"])
+    assert cfg.data.resize == 32 and cfg.data.cv.fold == 2 and cfg.data.eval_batch_size == 7
+    assert "data.cv.fold=2" in caplog.text
 
 
 def test_explicit_settings_win_over_the_run(checkpoint, tmp_path, caplog):

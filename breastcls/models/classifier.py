@@ -40,11 +40,12 @@ class ImageClassifier(L.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         tta: list[str] | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         # Plain containers only: Lightning loads checkpoints with weights_only=True.
         backbone, optimizer, scheduler = (_plain(c) for c in (backbone, optimizer, scheduler))
-        class_weights, tta = _plain(class_weights), _plain(tta)
+        class_weights, tta, class_names = _plain(class_weights), _plain(tta), _plain(class_names)
         self.save_hyperparameters()
         # Backbone and head as separate modules: freezing the backbone (BaseFinetuning) leaves
         # the head trainable.
