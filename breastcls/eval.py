@@ -69,9 +69,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
 
 
 def apply_checkpoint_data(cfg: DictConfig, stored: Mapping[str, Any],
-                          overrides: Sequence[str] | None = None) -> str:
-    """Set ``cfg.data`` to the data config stored in the checkpoint, except the ``data.*`` keys
-    given on the command line (``overrides``); ``cv.*`` overrides go to its ``data.cv``."""
+                          overrides: Sequence[str] | None = None, source: str = "checkpoint"
+                          ) -> str:
+    """Set ``cfg.data`` to the data config stored in the checkpoint (or the run's whole ``data``,
+    ``source``), except the ``data.*`` keys given on the command line (``overrides``); ``cv.*``
+    overrides go to its ``data.cv``."""
     given = {_data_key(o) for o in overrides or []} - {None}
     data = OmegaConf.create(dict(stored))
     kept = []
@@ -83,12 +85,13 @@ def apply_checkpoint_data(cfg: DictConfig, stored: Mapping[str, Any],
         OmegaConf.update(data, key.removeprefix("data."), value, merge=False)
     with open_dict(cfg):
         cfg.data = data
-    log.info("eval: data settings from the checkpoint (%s, root %s)", stored["_target_"],
+    label = source if source == "checkpoint" else f"training run's config {source}"
+    log.info("eval: data settings from the %s (%s, root %s)", label, stored["_target_"],
              stored.get("root", stored.get("data_dir")))
     if kept:
-        log.warning("eval: the command line overrides the checkpoint's data settings: %s",
+        log.warning("eval: the command line overrides the training data settings: %s",
                     ", ".join(kept))
-    return "checkpoint"
+    return source
 
 
 def _data_key(override: str) -> str | None:
@@ -112,6 +115,11 @@ def apply_run_data(cfg: DictConfig, overrides: Sequence[str] | None = None) -> P
             "(data.size, data.resize, data.as_rgb, data.normalize, cv.*), pass them, or the "
             "scores are wrong.", path, _describe(cfg))
         return None
+    target = OmegaConf.select(run, "data._target_")
+    if target and target != OmegaConf.select(cfg, "data._target_"):  # another data set than eval's
+        data = _resolved(run, "data")
+        if data is not _UNSET:
+            return apply_checkpoint_data(cfg, data, overrides, source=str(path))
     values = run_data_values(run)
     explicit = explicit_keys(cfg, overrides, values)
     taken, kept = [], []

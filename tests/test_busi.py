@@ -93,6 +93,16 @@ def test_truncated_image_is_one_clear_cli_message(busi_dir, tmp_path):
     assert "evaluation.threshold.method='fbeta'" in proc.stderr
 
 
+def test_mask_of_the_wrong_size_is_one_clear_cli_message(busi_dir, tmp_path):
+    root = _small_busi(busi_dir, tmp_path / "busi")
+    Image.new("L", (7, 5)).save(root / "malignant" / "malignant (2)_mask.png")
+    proc = run_cli("breastcls.train", *QUIET, "experiment=busi_resnet18", f"data.root={root}",
+                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}",
+                   check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "malignant (2)_mask.png: mask of size (5, 7)" in proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["binary", "three_class"])
 def test_busi_trains_end_to_end(busi_dir, tmp_path, task):
