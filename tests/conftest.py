@@ -22,16 +22,21 @@ def real_data_dir() -> Path:
     return Path(os.environ.get("BREASTCLS_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    """The folder with the real breastmnist.npz; CI must have it, elsewhere its tests skip."""
-    path = real_data_dir()
-    if not (path / "breastmnist.npz").is_file():
-        message = f"real BreastMNIST not found in {path} (set BREASTCLS_DATA_DIR)"
+def require_real_data(relative: str, name: str) -> Path:
+    """``real_data_dir() / relative``: CI must have it (the test fails), elsewhere it skips."""
+    path = real_data_dir() / relative
+    if not path.exists():
+        message = f"real {name} not found at {path} (set BREASTCLS_DATA_DIR)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The folder with the real breastmnist.npz."""
+    return require_real_data("breastmnist.npz", "BreastMNIST").parent
 
 
 @pytest.fixture

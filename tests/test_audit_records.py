@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from breastcls.analysis.duplicates import run_audit
-from tests.conftest import ROOT, real_data_dir
+from tests.conftest import ROOT, require_real_data
 from tests.test_analysis import distinct_images
 
 OUTPUTS = ("pairs.csv", "test_with_train_duplicate.csv", "clusters.csv", "summary.md",
@@ -22,14 +22,8 @@ OUTPUTS = ("pairs.csv", "test_with_train_duplicate.csv", "clusters.csv", "summar
 
 @pytest.fixture(scope="session")
 def busi_data_dir() -> Path:
-    """The real data folder holding busi/; CI must have it, elsewhere its tests skip."""
-    path = real_data_dir()
-    if not (path / "busi" / "benign").is_dir():
-        message = f"real BUSI not found in {path / 'busi'} (set BREASTCLS_DATA_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """The real data folder holding busi/."""
+    return require_real_data("busi/benign", "BUSI").parent.parent
 
 
 def run_audit_cli(data_dir: Path, cache_dir: Path, out: Path, *overrides: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from breastcls.eval import evaluate
 from breastcls.loggers import finish_wandb
 from breastcls.predict import predict
 from breastcls.train import train
-from tests.conftest import FAST, compose_train, real_data_dir
+from tests.conftest import FAST, compose_train, require_real_data
 from tests.test_train import run_cli
 
 QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null"]
@@ -27,14 +26,8 @@ QUIET = ["extras.print_config=false", "callbacks.rich_progress_bar=null"]
 
 @pytest.fixture(scope="session")
 def busi_dir() -> Path:
-    """The real BUSI folder; CI must have it, elsewhere its tests skip."""
-    path = real_data_dir() / "busi"
-    if not (path / "benign").is_dir():
-        message = f"real BUSI not found in {path} (set BREASTCLS_DATA_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """The real BUSI folder."""
+    return require_real_data("busi/benign", "BUSI").parent
 
 
 def test_records_of_the_real_release(busi_dir):

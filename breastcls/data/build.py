@@ -29,7 +29,7 @@ def build_datamodule(data: DictConfig | Mapping[str, Any]) -> SplitsDataModule:
               else dict(data))
     check_settings(config)
     try:
-        datamodule = instantiate(config, _recursive_=False)
+        datamodule = instantiate(config)  # the config's own _recursive_ applies
     except InstantiationException as err:  # a DataError raised inside, wrapped by Hydra
         cause = data_error(err)
         if cause is None:

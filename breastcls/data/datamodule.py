@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -28,6 +29,7 @@ from torchvision.transforms import v2
 
 from breastcls.data.arrays import ArrayDataset, as_boxes, build_transform
 from breastcls.data.base import SPLITS, SplitsDataModule
+from breastcls.data.build import data_error
 from breastcls.data.cache import Preprocessing, load_or_build
 from breastcls.data.folds import duplicate_groups
 from breastcls.data.readers import DataError, image_size
@@ -87,9 +89,12 @@ class RecordsDataModule(SplitsDataModule):
 
     @cached_property
     def table(self) -> RecordTable:
-        table: RecordTable = instantiate(self.hparams.records, root=self.hparams.root,
-                                         task=self.hparams.task,
-                                         on_bad_file=self.hparams.on_bad_file)
+        try:
+            table: RecordTable = instantiate(self.hparams.records, root=self.hparams.root,
+                                             task=self.hparams.task,
+                                             on_bad_file=self.hparams.on_bad_file)
+        except InstantiationException as err:  # the records' DataError, wrapped by Hydra
+            raise data_error(err) or err from None
         for problem in table.skipped:
             log.warning("skipped: %s", problem)
         return table

@@ -154,14 +154,7 @@ def read_dicom(path: str | Path, voi: str = "auto",
         raise ValueError("voi='window' needs window=(center, width)")
     path = Path(path)
     _check_file(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise DataError(f"{path}: not a valid DICOM file (no DICOM file meta header); re-export "
-                        "it from the archive or remove it") from None
-    except _CORRUPT as err:
-        raise DataError(f"{path}: truncated or corrupt DICOM file ({err}); re-copy or re-export "
-                        "it, or remove it") from None
+    ds = _dcmread(path)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DataError(f"{path}: the DICOM file has no pixel data (a report, structured report "
                         "or presentation state?); remove it from the data set")
@@ -255,15 +248,20 @@ def image_size(path: str | Path) -> tuple[int, int]:
         except _CORRUPT as err:
             raise DataError(f"{path}: corrupt image header ({err}); re-copy or remove it") from None
         return height, width
+    ds = _dcmread(path, stop_before_pixels=True)
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
         return int(ds.Rows), int(ds.Columns)
-    except InvalidDicomError:
-        raise DataError(f"{path}: not a valid DICOM file (no DICOM file meta header); re-export "
-                        "or remove it") from None
     except AttributeError:
         raise DataError(f"{path}: the DICOM file has no Rows/Columns, so no image; "
                         "remove it from the data set") from None
+
+
+def _dcmread(path: Path, **kwargs: object) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except InvalidDicomError:
+        raise DataError(f"{path}: not a valid DICOM file (no DICOM file meta header); re-export "
+                        "it from the archive or remove it") from None
     except _CORRUPT as err:
-        raise DataError(f"{path}: truncated or corrupt DICOM file ({err}); re-copy or "
-                        "remove it") from None
+        raise DataError(f"{path}: truncated or corrupt DICOM file ({err}); re-copy or re-export "
+                        "it, or remove it") from None
