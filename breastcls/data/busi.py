@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from breastcls.data.readers import DataError, image_size
-from breastcls.data.records import ClassInfo, RecordTable
+from breastcls.data.records import ClassInfo, RecordTable, raise_problems
 
 FOLDERS = ("benign", "malignant", "normal")
 TASKS = {
@@ -55,10 +55,7 @@ def busi_records(root: str | Path, task: str = "binary", on_bad_file: str = "err
             rows.append({"sample_id": stem, "group": stem, "label": label_of[folder],
                          "path": str(path), "folder": folder,
                          "masks": ";".join(map(str, mask_list))})
-    if problems and on_bad_file != "skip":
-        raise DataError(f"{len(problems)} BUSI file problem(s): " + "; ".join(problems[:5])
-                        + ("" if len(problems) <= 5 else f"; and {len(problems) - 5} more")
-                        + "\n(data.on_bad_file=skip reports them and loads the rest)")
+    raise_problems(problems, on_bad_file, "BUSI")
     return RecordTable(pd.DataFrame(rows), classes, skipped=problems)
 
 

@@ -76,6 +76,15 @@ def check_records(records: pd.DataFrame, classes: ClassInfo) -> None:
                                                            strict=True)]))
 
 
+def raise_problems(problems: Sequence[str], on_bad_file: str, data_set: str) -> None:
+    """Refuse a data set with file problems, naming the first five, unless ``on_bad_file`` is
+    ``skip`` (the records builder then reports them as ``RecordTable.skipped``)."""
+    if problems and on_bad_file != "skip":
+        raise DataError(f"{len(problems)} {data_set} file problem(s): " + "; ".join(problems[:5])
+                        + ("" if len(problems) <= 5 else f"; and {len(problems) - 5} more")
+                        + "\n(data.on_bad_file=skip reports them and loads the rest)")
+
+
 def _first(items: Sequence[str], limit: int = 5) -> str:
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(map(str, items[:limit])) + more
