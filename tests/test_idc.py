@@ -102,7 +102,8 @@ def test_one_epoch_end_to_end(tmp_path):
     root = write_patients(tmp_path / "idc")
     cfg = compose_train([*FAST, "data=idc", f"data.root={root}", "logger=csv",
                          f"paths.cache_dir={tmp_path / 'cache'}", "data.batch_size=8",
-                         "model.backbone.small_input=true", "evaluation.gradcam=0",
+                         "model.backbone.small_input=true", "model.class_weights=balanced",
+                         "evaluation.gradcam=0",
                          "evaluation.plots=false", "evaluation.bootstrap.n_resamples=0"],
                         tmp_path / "run")
     try:
@@ -113,3 +114,13 @@ def test_one_epoch_end_to_end(tmp_path):
     preds = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
     assert list(preds.filter(like="prob_")) == ["prob_non_idc", "prob_idc"]
     assert preds["group"].astype(str).str.startswith("10").all()  # patients, not patches
+
+
+def test_truncated_patch_is_named(tmp_path):
+    root = write_patients(tmp_path / "idc", patients=2)
+    path = root / "1001" / "1" / "1001_idx5_x1_y51_class1.png"
+    path.write_bytes(path.read_bytes()[:60])
+    dm = datamodule(root, f"paths.cache_dir={tmp_path / 'cache'}", "data/split=stratified",
+                    "data.split.test_fraction=0.25")
+    with pytest.raises(DataError, match=r"1001_idx5_x1_y51_class1\.png"):
+        dm.setup()
