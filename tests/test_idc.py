@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from breastcls.data import cache
 from breastcls.data.build import build_datamodule
+from breastcls.data.cache import Preprocessing
 from breastcls.data.idc import idc_records
-from breastcls.data.readers import DataError, image_size
+from breastcls.data.readers import DataError, image_size, read_image
 from breastcls.loggers import finish_wandb
 from breastcls.train import train
 from tests.conftest import FAST, compose_train, require_real_data
@@ -124,3 +126,22 @@ def test_truncated_patch_is_named(tmp_path):
                     "data.split.test_fraction=0.25")
     with pytest.raises(DataError, match=r"1001_idx5_x1_y51_class1\.png"):
         dm.setup()
+
+
+def test_parallel_cache_matches_decoding_the_files(tmp_path, monkeypatch):
+    root = write_patients(tmp_path / "idc", patients=2)
+    paths = idc_records(root).records["path"].tolist()
+    (Path(paths[3])).write_bytes(b"not a png")
+    settings = Preprocessing(50, "pad", 3)
+    monkeypatch.setattr(cache, "CHUNK", 5)  # several chunks over two worker processes
+    parallel = cache.load_or_build(paths, settings, tmp_path / "c2", on_bad_file="skip",
+                                   workers=2)
+    serial = cache.load_or_build(paths, settings, tmp_path / "c1", on_bad_file="skip", workers=1)
+    assert list(parallel.failed) == list(serial.failed) == [3]
+    np.testing.assert_array_equal(parallel.images, serial.images)
+    for i in (0, 7, 15):
+        expected = cache.preprocess(read_image(paths[i], "RGB"), settings)
+        np.testing.assert_array_equal(parallel.images[i], expected)
+    with pytest.raises(DataError, match="not a readable image"):
+        cache.load_or_build(paths, settings, tmp_path / "c3", workers=2)
+    assert not list((tmp_path / "c3").glob("*.npy"))  # no half-built cache left behind

@@ -13,12 +13,14 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import track
+from rich.progress import MofNCompleteColumn, Progress
 from torchvision.transforms import v2
 
 from breastcls.data.readers import DataError, read_image, to_uint8
@@ -83,8 +85,10 @@ class CachedImages:
 
 
 def load_or_build(paths: Sequence[str], settings: Preprocessing, cache_dir: str | Path,
-                  name: str = "images", on_bad_file: str = "error") -> CachedImages:
-    """The cached images of ``paths`` (built on a miss, with a progress bar)."""
+                  name: str = "images", on_bad_file: str = "error",
+                  workers: int | None = None) -> CachedImages:
+    """The cached images of ``paths`` (built on a miss, with a progress bar, by ``workers``
+    processes; None: one per CPU core for large tables)."""
     if on_bad_file not in BAD_FILE_POLICIES:
         raise ValueError(f"data.on_bad_file={on_bad_file!r}; choose one of {BAD_FILE_POLICIES}")
     cache_dir = Path(cache_dir).expanduser()
@@ -95,37 +99,70 @@ def load_or_build(paths: Sequence[str], settings: Preprocessing, cache_dir: str 
         if meta.get("count") == len(paths) and (meta["failed"] == {} or on_bad_file == "skip"):
             return CachedImages(np.load(array_path, mmap_mode="r"),
                                 {int(k): v for k, v in meta["failed"].items()}, array_path)
-    return _build(paths, settings, array_path, meta_path, on_bad_file)
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(paths) >= PARALLEL_FROM else 1
+    return _build(paths, settings, array_path, meta_path, on_bad_file, max(1, workers))
 
 
-def _build(paths: Sequence[str], settings: Preprocessing, array_path: Path, meta_path: Path,
-           on_bad_file: str) -> CachedImages:
-    array_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
-    shape = (len(paths), settings.channels, settings.size, settings.size)
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+PARALLEL_FROM = 5000  # below this, starting worker processes costs more than it saves
+CHUNK = 1000
+
+
+def _fill(array_path: Path, first: int, paths: Sequence[str], settings: Preprocessing,
+          stop_at_error: bool) -> dict[int, str]:
+    """Decode ``paths`` into rows ``first...`` of the memory-mapped array; failures by row."""
+    out = np.load(array_path, mmap_mode="r+")
     mode = "L" if settings.channels == 1 else "RGB"
     failed: dict[int, str] = {}
-    start, last_log = time.monotonic(), time.monotonic()
-    for i, path in enumerate(track(paths, description=f"Caching {len(paths)} images",
-                                   transient=True)):
+    for i, path in enumerate(paths, first):
         try:
             out[i] = preprocess(read_image(path, mode, voi=settings.voi), settings)
         except DataError as err:
-            if on_bad_file == "error":
-                del out
-                tmp.unlink(missing_ok=True)
-                raise DataError(f"{err}\n(data.on_bad_file=skip reports unreadable files and "
-                                "trains on the rest)") from None
             failed[i] = str(err)
-        if time.monotonic() - last_log > 30:  # progress in logs that are not a terminal
-            log.info("cached %d/%d images", i + 1, len(paths))
-            last_log = time.monotonic()
+            if stop_at_error:
+                break
     out.flush()
-    del out
+    return failed
+
+
+def _build(paths: Sequence[str], settings: Preprocessing, array_path: Path, meta_path: Path,
+           on_bad_file: str, workers: int = 1) -> CachedImages:
+    array_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = array_path.with_suffix(f".tmp{os.getpid()}.npy")
+    shape = (len(paths), settings.channels, settings.size, settings.size)
+    np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()
+    chunks = [(first, list(paths[first:first + CHUNK])) for first in range(0, len(paths), CHUNK)]
+    failed: dict[int, str] = {}
+    start, last_log, done = time.monotonic(), time.monotonic(), 0
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), transient=True) as bar:
+        task = bar.add_task(f"Caching {len(paths)} images", total=len(paths))
+        pool = (ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1
+                else None)
+        try:
+            jobs = [pool.submit(_fill, tmp, first, chunk, settings, on_bad_file == "error")
+                    for first, chunk in chunks] if pool else None
+            results = (job.result() for job in jobs) if jobs else (
+                _fill(tmp, first, chunk, settings, on_bad_file == "error")
+                for first, chunk in chunks)
+            for (_, chunk), chunk_failed in zip(chunks, results, strict=True):
+                failed |= chunk_failed
+                if failed and on_bad_file == "error":
+                    break
+                done += len(chunk)
+                bar.advance(task, len(chunk))
+                if time.monotonic() - last_log > 30:  # progress in logs that are not a terminal
+                    log.info("cached %d/%d images", done, len(paths))
+                    last_log = time.monotonic()
+        finally:
+            if pool:
+                pool.shutdown(cancel_futures=True)
+    if failed and on_bad_file == "error":
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"{failed[min(failed)]}\n(data.on_bad_file=skip reports unreadable files "
+                        "and trains on the rest)")
     os.replace(tmp, array_path)
     meta_path.write_text(json.dumps({"count": len(paths), "settings": asdict(settings),
                                      "failed": {str(k): v for k, v in failed.items()}}))
-    log.info("Cached %d images (%s) in %.1f s: %s", len(paths), "x".join(map(str, shape[1:])),
-             time.monotonic() - start, array_path)
+    log.info("Cached %d images (%s) in %.1f s with %d process(es): %s", len(paths),
+             "x".join(map(str, shape[1:])), time.monotonic() - start, workers, array_path)
     return CachedImages(np.load(array_path, mmap_mode="r"), failed, array_path)

@@ -63,6 +63,7 @@ class RecordsDataModule(SplitsDataModule):
         augmentation: Mapping[str, Any] | None = None,
         cache_dir: str = ".cache/breastcls",
         on_bad_file: str = "error",
+        cache_workers: int | None = None,
     ) -> None:
         super().__init__()
         records, split, normalize, augmentation = (_plain(c) for c in
@@ -127,7 +128,8 @@ class RecordsDataModule(SplitsDataModule):
         name = str(self.hparams.records.get("_target_", "images")).rsplit(".", 1)[-1]
         columns = {"path": name, "baseline_path": f"{name}_baseline"}
         cached = {column: load_or_build(records[column].tolist(), self.preprocessing,
-                                        self.hparams.cache_dir, suffix, self.hparams.on_bad_file)
+                                        self.hparams.cache_dir, suffix, self.hparams.on_bad_file,
+                                        self.hparams.cache_workers)
                   for column, suffix in columns.items() if column in records}
         failed = {row for c in cached.values() for row in c.failed}  # image or baseline
         keep = np.array([i not in failed for i in range(len(records))])
