@@ -86,3 +86,25 @@ def test_npz_missing_key(tmp_path):
 def test_unsupported_size(size, tmp_path):
     with pytest.raises(ValueError, match="sizes \\(28, 64, 128, 224\\)"):
         BreastMNISTDataModule(str(tmp_path), size=size)
+
+
+def test_batches_built_whole_equal_per_image_samples():
+    """Without augmentation a loader's batch is gathered and normalised at once: the same values
+    as collating the per-image samples; augmentation draws per image."""
+    from torch.utils.data import DataLoader
+
+    from breastcls.data.arrays import ArrayDataset, build_transform, collate, deterministic
+
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    plain = build_transform(None, [0.4, 0.5, 0.6], [0.2, 0.3, 0.4], 3)
+    data = ArrayDataset(images, torch.arange(10) % 2, plain, torch.arange(10) + 100,
+                        baselines=images.flip(-1), sample_ids=[f"s{i}" for i in range(10)],
+                        groups=[f"g{i // 3}" for i in range(10)])
+    whole = next(iter(DataLoader(data, batch_size=4, sampler=[7, 2, 5, 0])))
+    expected = collate([data[i] for i in (7, 2, 5, 0)])
+    assert whole["sample_id"] == expected["sample_id"] and whole["group"] == expected["group"]
+    for key in ("image", "baseline", "label", "index"):
+        assert torch.equal(whole[key], expected[key]), key
+    augmented = data.with_transform(build_transform({"flip": torch.nn.Identity()}, [0.5], [0.5],
+                                                    3))
+    assert not deterministic(augmented.transform) and deterministic(data.transform)

@@ -76,6 +76,30 @@ class ArrayDataset(Dataset):
             sample["group"] = self.groups[i]
         return sample
 
+    def __getitems__(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+        """The samples of a batch (the DataLoader asks for them together). Without augmentation
+        and boxes they are gathered and normalised as one tensor, not image by image: the same
+        values as ``[self[i] for i in rows]``, at a fraction of the cost for small images."""
+        if self.boxes is not None or not deterministic(self.transform):
+            return [self[i] for i in rows]
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        views = {"image": self.images[idx]}
+        if self.baselines is not None:
+            views["baseline"] = self.baselines[idx]
+        if self.transform is not None:
+            views = {k: self.transform(v) for k, v in views.items()}
+        labels, indices = self.labels[idx], self.indices[idx]
+        samples = []
+        for j, row in enumerate(rows):
+            sample: dict[str, Any] = {k: v[j] for k, v in views.items()}
+            sample["label"], sample["index"] = labels[j], indices[j]
+            if self.sample_ids is not None:
+                sample["sample_id"] = self.sample_ids[row]
+            if self.groups is not None:
+                sample["group"] = self.groups[row]
+            samples.append(sample)
+        return samples
+
     def with_transform(self, transform: Transform | None) -> ArrayDataset:
         return self._reordered(torch.arange(len(self)), transform)
 
@@ -110,6 +134,14 @@ def as_boxes(boxes: Any) -> torch.Tensor:
         raise ValueError(f"boxes must be [x_min, y_min, x_max, y_max] rows, got shape "
                          f"{tuple(out.shape)}")
     return out
+
+
+def deterministic(transform: Transform | None) -> bool:
+    """Whether ``transform`` only converts and normalises (the same for every image, batchable)."""
+    if transform is None:
+        return True
+    steps = transform.transforms if isinstance(transform, v2.Compose) else [transform]
+    return all(isinstance(t, (v2.ToDtype, v2.Normalize)) for t in steps)
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -58,10 +58,11 @@ def preprocess(array: np.ndarray, settings: Preprocessing) -> np.ndarray:
         h, w = image.shape[-2:]
         scale = side / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        image = v2.functional.resize(image, [nh, nw], antialias=True)
+        if (nh, nw) != (h, w):  # an edge patch already at scale only needs padding
+            image = v2.functional.resize(image, [nh, nw], antialias=True)
         top, left = (side - nh) // 2, (side - nw) // 2
         image = v2.functional.pad(image, [left, top, side - nw - left, side - nh - top])
-    else:
+    elif image.shape[-2:] != (side, side):
         image = v2.functional.resize(image, [side, side], antialias=True)
     return image.numpy()
 
