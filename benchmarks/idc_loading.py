@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from breastcls.data.arrays import ArrayDataset, build_transform
+from breastcls.data.arrays import ArrayDataset, build_transform, collate
 from breastcls.data.cache import Preprocessing, load_or_build
 from breastcls.data.idc import idc_records
 
@@ -92,11 +92,12 @@ def main() -> None:
         cached = load_or_build(records["path"].tolist(), settings, Path(scratch) / "cache",
                                workers=args.workers)
         build_s = time.perf_counter() - start
-        # The batches every data module serves: uint8 rows of the cache, normalised per batch.
-        data = ArrayDataset(torch.from_numpy(np.asarray(cached.images)),
+        # The loaders every data module serves: the cache in memory, batches built whole.
+        data = ArrayDataset(torch.from_numpy(np.array(cached.images)),
                             torch.as_tensor(records["label"].to_numpy()),
                             build_transform(None, [0.5] * 3, [0.5] * 3, 3))
-        cache_s, cache_n = epoch(DataLoader(data, batch_size=128, num_workers=0), "image")
+        cache_s, cache_n = epoch(DataLoader(data.as_whole_batches(), batch_size=128,
+                                            collate_fn=collate, num_workers=0), "image")
     result = {
         "patches": args.patches, "workers": args.workers, "generate_s": generated_s,
         "imagefolder_epoch_s": folder_s, "imagefolder_images_per_s": folder_n / folder_s,

@@ -102,9 +102,14 @@ def test_batches_built_whole_equal_per_image_samples():
                         groups=[f"g{i // 3}" for i in range(10)])
     whole = next(iter(DataLoader(data, batch_size=4, sampler=[7, 2, 5, 0])))
     expected = collate([data[i] for i in (7, 2, 5, 0)])
+    batched = next(iter(DataLoader(data.as_whole_batches(), batch_size=4, collate_fn=collate,
+                                   sampler=[7, 2, 5, 0])))
+    assert isinstance(data.as_whole_batches().__getitems__([0, 1]), dict)
     assert whole["sample_id"] == expected["sample_id"] and whole["group"] == expected["group"]
     for key in ("image", "baseline", "label", "index"):
         assert torch.equal(whole[key], expected[key]), key
+        assert torch.equal(batched[key], expected[key]), key
+    assert batched["sample_id"] == expected["sample_id"]
     augmented = data.with_transform(build_transform({"flip": torch.nn.Identity()}, [0.5], [0.5],
                                                     3))
     assert not deterministic(augmented.transform) and deterministic(data.transform)

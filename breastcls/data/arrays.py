@@ -76,29 +76,34 @@ class ArrayDataset(Dataset):
             sample["group"] = self.groups[i]
         return sample
 
-    def __getitems__(self, rows: Sequence[int]) -> list[dict[str, Any]]:
+    whole_batches = False  # set by as_whole_batches(): __getitems__ returns one batch dict
+
+    def __getitems__(self, rows: Sequence[int]) -> list[dict[str, Any]] | dict[str, Any]:
         """The samples of a batch (the DataLoader asks for them together). Without augmentation
         and boxes they are gathered and normalised as one tensor, not image by image: the same
-        values as ``[self[i] for i in rows]``, at a fraction of the cost for small images."""
+        values as ``[self[i] for i in rows]``; under :meth:`as_whole_batches` already collated."""
         if self.boxes is not None or not deterministic(self.transform):
             return [self[i] for i in rows]
         idx = torch.as_tensor(rows, dtype=torch.long)
-        views = {"image": self.images[idx]}
+        batch: dict[str, Any] = {"image": self.images[idx]}
         if self.baselines is not None:
-            views["baseline"] = self.baselines[idx]
+            batch["baseline"] = self.baselines[idx]
         if self.transform is not None:
-            views = {k: self.transform(v) for k, v in views.items()}
-        labels, indices = self.labels[idx], self.indices[idx]
-        samples = []
-        for j, row in enumerate(rows):
-            sample: dict[str, Any] = {k: v[j] for k, v in views.items()}
-            sample["label"], sample["index"] = labels[j], indices[j]
-            if self.sample_ids is not None:
-                sample["sample_id"] = self.sample_ids[row]
-            if self.groups is not None:
-                sample["group"] = self.groups[row]
-            samples.append(sample)
-        return samples
+            batch = {k: self.transform(v) for k, v in batch.items()}
+        batch["label"], batch["index"] = self.labels[idx], self.indices[idx]
+        for key, values in (("sample_id", self.sample_ids), ("group", self.groups)):
+            if values is not None:
+                batch[key] = [values[i] for i in rows]
+        if self.whole_batches:
+            return batch
+        return [{k: v[j] for k, v in batch.items()} for j in range(len(rows))]
+
+    def as_whole_batches(self) -> ArrayDataset:
+        """The same samples (arrays shared), for a DataLoader with ``collate_fn=collate``: batches
+        without augmentation come out of :meth:`__getitems__` whole, with no per-sample collate."""
+        view = copy.copy(self)
+        view.whole_batches = True
+        return view
 
     def with_transform(self, transform: Transform | None) -> ArrayDataset:
         return self._reordered(torch.arange(len(self)), transform)
@@ -144,9 +149,11 @@ def deterministic(transform: Transform | None) -> bool:
     return all(isinstance(t, (v2.ToDtype, v2.Normalize)) for t in steps)
 
 
-def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def collate(samples: Sequence[Mapping[str, Any]] | dict[str, Any]) -> dict[str, Any]:
     """The default collate, except that ``"boxes"`` (K varies per sample) stays a list of
-    (K, 4) tensors: for loaders over a data set with boxes (detection, box-aware crops)."""
+    (K, 4) tensors, and a batch built whole (:meth:`ArrayDataset.as_whole_batches`) passes."""
+    if isinstance(samples, dict):
+        return samples
     if not samples or "boxes" not in samples[0]:
         return default_collate(list(samples))
     rest = [{k: v for k, v in s.items() if k != "boxes"} for s in samples]

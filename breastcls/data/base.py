@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from breastcls.data.arrays import ArrayDataset, Transform
+from breastcls.data.arrays import ArrayDataset, Transform, collate
 
 SPLITS = ("train", "val", "test")
 
@@ -39,7 +39,8 @@ class SplitsDataModule(L.LightningDataModule):
         return torch.bincount(self.dataset(split).labels, minlength=self.num_classes)
 
     def _loader(self, dataset: ArrayDataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
+        return DataLoader(dataset.as_whole_batches(), batch_size=batch_size, shuffle=shuffle,
+                          collate_fn=collate,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 
