@@ -52,10 +52,16 @@ def audit(cfg: DictConfig) -> AuditResult:
         splits, samples, split_table = record_splits(data)
         output_dir.mkdir(parents=True, exist_ok=True)
         split_table.to_csv(output_dir / "splits.csv", index=False)
+        spanning = split_table.groupby("group")["split"].nunique().gt(1)
+        log.info("%d of %d groups (patients or clusters) lie in more than one split%s",
+                 int(spanning.sum()), len(spanning),
+                 f": {', '.join(map(str, spanning[spanning].index[:5]))}" if spanning.any()
+                 else "")
     result = run_audit(splits, query=cfg.query_split, references=tuple(cfg.reference_splits),
                        samples=samples, hash=cfg.hash, hash_size=cfg.hash_size,
                        max_hamming=cfg.max_hamming, min_correlation=cfg.min_correlation,
-                       rule=cfg.rule)
+                       rule=cfg.rule, correlation_scope=cfg.correlation_scope,
+                       candidate_hamming=cfg.candidate_hamming)
     paths = result.save(output_dir)
     Console().print(result.table())
     log.info("Wrote %s", ", ".join(str(p) for p in paths))

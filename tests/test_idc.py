@@ -16,6 +16,7 @@ from breastcls.data.build import build_datamodule
 from breastcls.data.cache import Preprocessing
 from breastcls.data.idc import idc_records
 from breastcls.data.readers import DataError, image_size, read_image
+from breastcls.heatmaps import heatmaps
 from breastcls.loggers import finish_wandb
 from breastcls.train import train
 from tests.conftest import FAST, compose_train, require_real_data
@@ -116,6 +117,8 @@ def test_one_epoch_end_to_end(tmp_path):
     preds = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
     assert list(preds.filter(like="prob_")) == ["prob_non_idc", "prob_idc"]
     assert preds["group"].astype(str).str.startswith("10").all()  # patients, not patches
+    maps = heatmaps(compose_train([f"run={tmp_path / 'run'}"], tmp_path / "maps", "heatmaps"))
+    assert sorted(p.stem for p in maps) == sorted(preds["group"].astype(str).unique())
 
 
 def test_truncated_patch_is_named(tmp_path):

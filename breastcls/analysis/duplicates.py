@@ -20,55 +20,68 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.progress import track
 from rich.table import Table
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from breastcls.analysis.similarity import (
-    correlation_matrix,
+    PairSearch,
     dhash,
     exact_groups,
-    hamming_matrix,
+    packed_hashes,
     phash,
+    unit_pixels,
 )
 
 HASHES = ("dhash", "phash")
+CORRELATION_SCOPES = ("auto", "all", "candidates")
+FULL_CORRELATION_LIMIT = 20_000  # above it, auto correlates only pairs with close hashes
 PAIR_COLUMNS = ["split_a", "index_a", "label_a", "split_b", "index_b", "label_b", "scope", "kind",
                 "hamming", "correlation", "labels_disagree"]
 
 
 def find_duplicates(splits: Mapping[str, tuple[np.ndarray, np.ndarray]], hash: str = "dhash",
                     hash_size: int = 8, max_hamming: int | None = 8,
-                    min_correlation: float | None = 0.95, rule: str = "or") -> pd.DataFrame:
+                    min_correlation: float | None = 0.95, rule: str = "or",
+                    correlation_scope: str = "auto", candidate_hamming: int = 16,
+                    block_size: int = 256) -> pd.DataFrame:
     """All duplicate pairs among ``{split: (images, labels)}``, one row per pair (``PAIR_COLUMNS``).
 
     Split pairs follow the mapping's order (train before test); within a split ``index_a <
     index_b``. Indices are positions within their split, as in the data module.
+
+    Hash distances are popcounts over blocks of ``block_size`` rows, so memory grows with N, not
+    N². Correlations are exact for every pair (``correlation_scope=all``) or, beyond
+    ``FULL_CORRELATION_LIMIT`` images under ``auto``, computed only for pairs whose hashes lie
+    within ``candidate_hamming`` bits (``candidates``): the scale at which a dense correlation
+    search would take hours.
     """
     if hash not in HASHES:
         raise ValueError(f"unknown hash {hash!r}; choose one of {HASHES}")
     if rule not in ("or", "and"):
         raise ValueError(f"rule must be 'or' or 'and', got {rule!r}")
+    if correlation_scope not in CORRELATION_SCOPES:
+        raise ValueError(f"correlation_scope={correlation_scope!r}; choose one of "
+                         f"{CORRELATION_SCOPES}")
     names = list(splits)
     images = np.concatenate([np.asarray(splits[s][0]) for s in names])
     labels = np.concatenate([np.asarray(splits[s][1]).reshape(-1) for s in names])
     split_id = np.concatenate([np.full(len(splits[s][0]), i) for i, s in enumerate(names)])
     local = np.concatenate([np.arange(len(splits[s][0])) for s in names])
-
-    exact_ids = exact_groups(images)
-    exact = exact_ids[:, None] == exact_ids[None, :]
-    hamming = hamming_matrix((dhash if hash == "dhash" else phash)(images, hash_size))
-    corr = correlation_matrix(images)
-    tests = []
-    if max_hamming is not None:
-        tests.append(hamming <= max_hamming)
-    if min_correlation is not None:
-        tests.append(corr >= min_correlation)
-    if tests:
-        near = np.logical_or.reduce(tests) if rule == "or" else np.logical_and.reduce(tests)
-    else:
-        near = np.zeros_like(exact)
-    a, b = np.nonzero(np.triu(exact | near, k=1))
+    n = len(images)
+    if correlation_scope == "auto":
+        correlation_scope = "all" if n <= FULL_CORRELATION_LIMIT else "candidates"
+    search = PairSearch(exact_groups(images),
+                         packed_hashes((dhash if hash == "dhash" else phash)(images, hash_size)),
+                         unit_pixels(images), max_hamming, min_correlation, rule,
+                         correlation_scope == "all", candidate_hamming)
+    starts = range(0, n, block_size)
+    found = [search.block(slice(i, min(i + block_size, n)))
+             for i in track(starts, description="searching duplicates",
+                            disable=n <= FULL_CORRELATION_LIMIT)]
+    a, b, hamming, corr, exact = (np.concatenate(v) for v in zip(*found, strict=True)) if found \
+        else (np.zeros(0, dtype=np.int64),) * 5
     # Order each pair by split so that across-split pairs read train -> val -> test.
     swap = split_id[a] > split_id[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
@@ -76,8 +89,8 @@ def find_duplicates(splits: Mapping[str, tuple[np.ndarray, np.ndarray]], hash: s
         "split_a": [names[i] for i in split_id[a]], "index_a": local[a], "label_a": labels[a],
         "split_b": [names[i] for i in split_id[b]], "index_b": local[b], "label_b": labels[b],
         "scope": np.where(split_id[a] == split_id[b], "within", "across"),
-        "kind": np.where(exact[a, b], "exact", "near"),
-        "hamming": hamming[a, b], "correlation": np.round(corr[a, b], 6),
+        "kind": np.where(exact.astype(bool), "exact", "near"),
+        "hamming": hamming.astype(np.int64), "correlation": np.round(corr, 6),
         "labels_disagree": labels[a] != labels[b],
     }, columns=PAIR_COLUMNS)
     order = {s: i for i, s in enumerate(names)}

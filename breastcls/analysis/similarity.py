@@ -1,7 +1,9 @@
 """Image similarity for the duplicate audit: perceptual hashes (dHash, pHash), their Hamming
-distances, pixel correlations and exact-pixel groups, each over a stack of images."""
+distances by popcount, pixel correlations and exact-pixel groups, each over a stack of images."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -37,21 +39,71 @@ def phash(images: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> n
     return flat > np.median(flat, axis=1, keepdims=True)
 
 
-def hamming_matrix(bits: np.ndarray) -> np.ndarray:
-    b = bits.astype(np.float32)
-    return np.rint(b @ (1 - b).T + (1 - b) @ b.T).astype(np.int64)
+def packed_hashes(bits: np.ndarray) -> np.ndarray:
+    """Hash bits ``(N, B)`` packed into ``(N, ceil(B / 64))`` uint64 words, for popcounts."""
+    packed = np.packbits(np.asarray(bits, dtype=bool), axis=1)
+    packed = np.pad(packed, ((0, 0), (0, -packed.shape[1] % 8)))
+    return np.ascontiguousarray(packed).view(np.uint64)
 
 
-def correlation_matrix(images: np.ndarray) -> np.ndarray:
-    """Pearson correlation of the pixels of every pair; 0 where an image is constant."""
+def hamming_to(packed: np.ndarray, rows: slice) -> np.ndarray:
+    """Hamming distances ``(rows, N)`` from the hashes of ``rows`` to every hash."""
+    diff = np.bitwise_count(packed[rows, None, :] ^ packed[None, :, :])
+    return diff.sum(axis=-1, dtype=np.int64) if diff.shape[-1] > 1 else diff[..., 0]
+
+
+def unit_pixels(images: np.ndarray) -> np.ndarray:
+    """Pixels centred and scaled to unit norm per image: their dot products are Pearson
+    correlations (0 where an image is constant)."""
     x = _gray(images).reshape(len(images), -1).astype(np.float64)
     x -= x.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
-    x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
-    return x @ x.T
+    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
 
 
 def exact_groups(images: np.ndarray) -> np.ndarray:
     flat = np.ascontiguousarray(np.asarray(images).reshape(len(images), -1))
     _, inverse = np.unique(flat, axis=0, return_inverse=True)
     return inverse.reshape(-1)
+
+
+@dataclass
+class PairSearch:
+    """The duplicate tests of one block of rows against every later image."""
+
+    exact_ids: np.ndarray
+    hashes: np.ndarray
+    pixels: np.ndarray
+    max_hamming: int | None
+    min_correlation: float | None
+    rule: str
+    dense_correlation: bool
+    candidate_hamming: int
+
+    def block(self, rows: slice) -> tuple[np.ndarray, ...]:
+        """``(a, b, hamming, correlation, exact)`` of the pairs ``a < b`` with ``a`` in rows."""
+        n = len(self.exact_ids)
+        ids = np.arange(rows.start, rows.stop)
+        hamming = hamming_to(self.hashes, rows)
+        later = np.arange(n)[None, :] > ids[:, None]
+        exact = self.exact_ids[ids, None] == self.exact_ids[None, :]
+        if self.dense_correlation:
+            corr = self.pixels[rows] @ self.pixels.T
+            i, j = np.nonzero(later & (exact | self.near(hamming, corr)))
+            return ids[i], j, hamming[i, j], corr[i, j], exact[i, j]
+        radius = max(self.candidate_hamming, self.max_hamming or 0)
+        i, j = np.nonzero(later & (exact | (hamming <= radius)))
+        corr = np.einsum("ij,ij->i", self.pixels[ids[i]], self.pixels[j])
+        keep = exact[i, j] | self.near(hamming[i, j], corr)
+        i, j, corr = i[keep], j[keep], corr[keep]
+        return ids[i], j, hamming[i, j], corr, exact[i, j]
+
+    def near(self, hamming: np.ndarray, corr: np.ndarray) -> np.ndarray:
+        tests = []
+        if self.max_hamming is not None:
+            tests.append(hamming <= self.max_hamming)
+        if self.min_correlation is not None:
+            tests.append(corr >= self.min_correlation)
+        if not tests:
+            return np.zeros(hamming.shape, dtype=bool)
+        return np.logical_or.reduce(tests) if self.rule == "or" else np.logical_and.reduce(tests)
