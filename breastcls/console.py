@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from breastcls.scoring.result import EvaluationResult
 
 COLUMN_TITLES = {"auc": "AUC", "acc": "ACC", "auprc": "AUPRC", "recall": "Recall", "f1": "F1",
-                 "precision": "Prec", "f2": "F2", "specificity": "Spec", "balanced_acc": "BalACC"}
+                 "precision": "Prec", "f2": "F2", "specificity": "Spec", "balanced_acc": "BalACC",
+                 "npv": "NPV"}
 
 
 def metrics_table(metrics: Mapping[str, Mapping[str, float]], title: str) -> Table:

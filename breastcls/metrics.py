@@ -15,6 +15,7 @@ from torchmetrics.classification import (
     BinaryAveragePrecision,
     BinaryF1Score,
     BinaryFBetaScore,
+    BinaryNegativePredictiveValue,
     BinaryPrecision,
     BinaryRecall,
     BinarySpecificity,
@@ -24,6 +25,7 @@ from torchmetrics.classification import (
     MulticlassAveragePrecision,
     MulticlassF1Score,
     MulticlassFBetaScore,
+    MulticlassNegativePredictiveValue,
     MulticlassPrecision,
     MulticlassRecall,
     MulticlassSpecificity,
@@ -31,7 +33,7 @@ from torchmetrics.classification import (
 
 # Order of the study's results table, then the extra columns.
 TABLE_METRICS = ("auc", "acc", "auprc", "recall", "f1", "precision", "f2", "specificity",
-                 "balanced_acc")
+                 "balanced_acc", "npv")
 
 
 class BinaryBalancedAccuracy(BinaryStatScores):
@@ -46,7 +48,8 @@ class BinaryBalancedAccuracy(BinaryStatScores):
 
 def classification_metrics(num_classes: int = 2, threshold: float = 0.5,
                            sync_on_compute: bool = True) -> MetricCollection:
-    """AUROC, accuracy, AUPRC, F1, F2, precision, recall, specificity and balanced accuracy.
+    """AUROC, accuracy, AUPRC, F1, F2, precision, recall, specificity, balanced accuracy and
+    NPV (the precision of the negative class).
 
     Binary: update with (positive-class probability, binary target). Multi-class: update with
     (class probabilities (N, C), class index). ``sync_on_compute`` gathers the states of all
@@ -61,6 +64,7 @@ def classification_metrics(num_classes: int = 2, threshold: float = 0.5,
             "f2": BinaryFBetaScore(beta=2.0, **t), "precision": BinaryPrecision(**t),
             "recall": BinaryRecall(**t), "specificity": BinarySpecificity(**t),
             "balanced_acc": BinaryBalancedAccuracy(**t),
+            "npv": BinaryNegativePredictiveValue(**t),
         }
     else:
         c = {"num_classes": num_classes, "average": "macro", **s}
@@ -71,6 +75,7 @@ def classification_metrics(num_classes: int = 2, threshold: float = 0.5,
             "f2": MulticlassFBetaScore(beta=2.0, **c), "precision": MulticlassPrecision(**c),
             "recall": MulticlassRecall(**c), "specificity": MulticlassSpecificity(**c),
             "balanced_acc": MulticlassRecall(**c),
+            "npv": MulticlassNegativePredictiveValue(**c),
         }
     return MetricCollection(metrics)
 

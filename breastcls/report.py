@@ -1,10 +1,12 @@
 """One table of test metrics over runs, sweeps and cross-validation folders.
 
     python -m breastcls.report inputs=[logs/train/runs,multirun_sweeps/paper_seeds]
+    python -m breastcls.report table=idc inputs=[multirun_sweeps/idc]   # the IDC study's columns
 
 Rows come from every ``metrics.json`` under the inputs (``<split>_ci`` adds 95% intervals) and
 from every multirun ``summary.csv`` (mean ± standard deviation over its runs), followed by
-the MedMNIST v2 reference results for BreastMNIST. Writes ``report.md`` and ``report.csv``.
+a study's published results (``table.reference``). ``table.costs`` adds each run's parameter
+count and seconds per epoch. Writes ``report.md`` and ``report.csv``.
 """
 
 from __future__ import annotations
@@ -19,25 +21,11 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from breastcls.analysis.references import reference_rows
 from breastcls.console import COLUMN_TITLES
 from breastcls.metrics import TABLE_METRICS
 
 log = logging.getLogger(__name__)
-
-MEDMNIST_SOURCE = "Yang et al., MedMNIST v2, Scientific Data 2023, Table 3"
-# BreastMNIST test AUC / ACC of the MedMNIST v2 baselines.
-MEDMNIST_BREASTMNIST = {
-    "ResNet-18 (28)": (0.901, 0.863), "ResNet-18 (224)": (0.891, 0.833),
-    "ResNet-50 (28)": (0.857, 0.812), "ResNet-50 (224)": (0.866, 0.842),
-    "auto-sklearn": (0.836, 0.803), "AutoKeras": (0.871, 0.831),
-    "Google AutoML Vision": (0.919, 0.861),
-}
-
-
-def reference_rows() -> list[dict[str, Any]]:
-    return [{"name": name, "source": MEDMNIST_SOURCE, "auc": auc, "acc": acc}
-            for name, (auc, acc) in MEDMNIST_BREASTMNIST.items()]
-
 
 def metrics_row(path: Path, name: str, split: str = "test") -> dict[str, Any] | None:
     """A row from one metrics.json: values of ``split`` and, when present, ``<split>_ci``."""
@@ -51,6 +39,7 @@ def metrics_row(path: Path, name: str, split: str = "test") -> dict[str, Any] | 
     for metric, ci in (payload.get(f"{split}_ci") or {}).items():
         if metric in TABLE_METRICS:
             row[f"{metric}_low"], row[f"{metric}_high"] = ci["low"], ci["high"]
+    row.update({c: payload[c] for c in COST_COLUMNS if payload.get(c) is not None})
     return row
 
 
@@ -91,22 +80,34 @@ def collect(inputs: Iterable[str | Path], split: str = "test") -> list[dict[str,
     return rows
 
 
-def report_frame(rows: Sequence[Mapping[str, Any]], reference: bool = True) -> pd.DataFrame:
+def report_frame(rows: Sequence[Mapping[str, Any]], reference: str | None = "breastmnist",
+                 metrics: Sequence[str] = TABLE_METRICS, costs: bool = False) -> pd.DataFrame:
     """Rows of values; per metric ``<m>``, ``<m>_low``/``<m>_high`` and ``<m>_std`` columns
-    appear where some row has them."""
-    all_rows = [*rows, *(reference_rows() if reference else [])]
+    appear where some row has them, then the cost columns when asked."""
+    unknown = sorted(set(metrics) - set(TABLE_METRICS))
+    if unknown:
+        raise ValueError(f"table.metrics has unknown metrics {unknown}; choose from "
+                         f"{list(TABLE_METRICS)}")
+    all_rows = [*rows, *reference_rows(reference)]
     columns = ["name"]
-    for metric in TABLE_METRICS:
+    for metric in metrics:
         for key in (metric, f"{metric}_low", f"{metric}_high", f"{metric}_std"):
             if any(key in r for r in all_rows):
                 columns.append(key)
+    columns += [c for c in COST_COLUMNS if costs and any(c in r for r in all_rows)]
     return pd.DataFrame(all_rows, columns=[*columns, "source"])
+
+
+COST_COLUMNS = ("parameters", "epoch_seconds")  # written into metrics.json by training
+COST_TITLES = {"parameters": "Params", "epoch_seconds": "s/epoch"}
 
 
 def _cell(row: pd.Series, metric: str) -> str:
     value = row.get(metric)
     if value is None or pd.isna(value):
         return "-"
+    if metric in COST_COLUMNS:
+        return f"{value / 1e6:.2f}M" if metric == "parameters" else f"{value:.1f}"
     text = f"{value:.3f}"
     if pd.notna(row.get(f"{metric}_low", float("nan"))):
         text += f" [{row[f'{metric}_low']:.3f}, {row[f'{metric}_high']:.3f}]"
@@ -115,34 +116,38 @@ def _cell(row: pd.Series, metric: str) -> str:
     return text
 
 
-def to_markdown(frame: pd.DataFrame, split: str = "test") -> str:
-    metrics = [m for m in TABLE_METRICS if m in frame.columns]
-    lines = [f"| run | {' | '.join(COLUMN_TITLES[m] for m in metrics)} |",
-             f"|---|{'---:|' * len(metrics)}"]
+def to_markdown(frame: pd.DataFrame, split: str = "test", reference: str | None = None) -> str:
+    titles = {**COLUMN_TITLES, **COST_TITLES}
+    columns = [c for c in frame.columns if c in titles]  # in the order table.metrics gave
+    lines = [f"| run | {' | '.join(titles[m] for m in columns)} |",
+             f"|---|{'---:|' * len(columns)}"]
     for _, row in frame.iterrows():
-        lines.append(f"| {row['name']} | {' | '.join(_cell(row, m) for m in metrics)} |")
+        lines.append(f"| {row['name']} | {' | '.join(_cell(row, m) for m in columns)} |")
     notes = [f"Metrics on the {split} split; [low, high]: 95% bootstrap interval; "
              "± : standard deviation over runs."]
-    if frame["source"].eq(MEDMNIST_SOURCE).any():
-        notes.append(f"Reference rows (AUC, ACC only): {MEDMNIST_SOURCE}.")
+    sources = dict.fromkeys(r["source"] for r in reference_rows(reference))
+    notes += [f"Reference rows: {s}." for s in sources if frame["source"].eq(s).any()]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def write_report(inputs: Iterable[str | Path], output_dir: str | Path, split: str = "test",
-                 reference: bool = True) -> pd.DataFrame:
-    frame = report_frame(collect(inputs, split), reference)
+                 reference: str | None = "breastmnist", metrics: Sequence[str] = TABLE_METRICS,
+                 costs: bool = False) -> pd.DataFrame:
+    frame = report_frame(collect(inputs, split), reference, metrics, costs)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(output_dir / "report.csv", index=False)
-    (output_dir / "report.md").write_text(to_markdown(frame, split))
+    (output_dir / "report.md").write_text(to_markdown(frame, split, reference))
     log.info("Wrote %d rows to %s", len(frame), output_dir / "report.md")
     return frame
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
-    frame = write_report(cfg.inputs, cfg.output_dir, cfg.split, cfg.reference)
-    print(to_markdown(frame, cfg.split))
+    table = cfg.table
+    frame = write_report(cfg.inputs, cfg.output_dir, cfg.split, table.reference,
+                         list(table.metrics or TABLE_METRICS), table.costs)
+    print(to_markdown(frame, cfg.split, table.reference))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from breastcls.checkpoints import load_checkpoint
@@ -51,7 +51,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     model: L.LightningModule = instantiate(cfg.model, **class_metadata(datamodule, cfg))
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    timer = Timer()  # seconds per epoch, for the results table
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), timer]
     loggers = instantiate_loggers(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -65,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return {}
 
     info = {"monitor": None, "best_score": None, "epochs_run": trainer.current_epoch,
-            "platform": platform_info()}
+            "platform": platform_info(), **_cost(model, timer, trainer.current_epoch)}
     best = _best_checkpoint(trainer)
     if best:
         model, ckpt_info = load_checkpoint(best, cfg.model._target_)
@@ -97,6 +98,13 @@ def continue_checkpoints(callbacks: list[L.Callback], ckpt_path: str) -> None:
             log.info("Resuming: checkpoints continue in %s (not %s), with the best so far",
                      folder, callback.dirpath)
             callback.dirpath = folder
+
+
+def _cost(model: L.LightningModule, timer: Timer, epochs: int) -> dict[str, float | int]:
+    """What a results table lists beside the metrics: parameters and seconds per epoch (train
+    and validation, setup excluded)."""
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "epoch_seconds": timer.time_elapsed("train") / max(epochs, 1)}
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

@@ -17,6 +17,7 @@ from breastcls.analysis.bootstrap import binary_metrics, bootstrap_ci
 from breastcls.analysis.duplicates import run_audit
 from breastcls.analysis.gradcam import gradcam_figure, save_gradcam
 from breastcls.analysis.plots import confident_mistakes, save_all
+from breastcls.analysis.references import MEDMNIST_BREASTMNIST
 from breastcls.analysis.thresholds import (
     accuracy_threshold,
     candidate_thresholds,
@@ -29,7 +30,7 @@ from breastcls.audit import audit
 from breastcls.data.arrays import ArrayDataset, build_transform
 from breastcls.metrics import compute_metrics
 from breastcls.models.classifier import ImageClassifier
-from breastcls.report import MEDMNIST_BREASTMNIST, to_markdown, write_report
+from breastcls.report import to_markdown, write_report
 from breastcls.scoring.predictions import Predictions, read_predictions_csv
 from tests.conftest import compose_train
 
@@ -301,3 +302,53 @@ def test_report_holds_given_rows(tmp_path):
     assert "| ResNet-18 (28) | 0.901 | 0.863 |" in markdown
     assert pd.read_csv(tmp_path / "out" / "report.csv")["name"].tolist() == names
     assert to_markdown(frame).count("\n|") == len(names) + 1
+
+
+def test_patient_bootstrap_draws_whole_patients():
+    from breastcls.analysis.bootstrap import bootstrap_ci, group_resamples
+
+    groups = np.repeat(["p0", "p1", "p2", "p3"], [3, 1, 2, 4])
+    for rows in group_resamples(groups, 20, seed=1):
+        drawn = pd.Series(groups[rows]).value_counts()
+        # every drawn patient comes whole (a multiple of its size), and as many draws as patients
+        sizes = pd.Series(groups).value_counts()
+        assert ((drawn % sizes[drawn.index]) == 0).all()
+        assert (drawn / sizes[drawn.index]).sum() == 4
+    # Errors cluster by patient (every 4th patient all wrong): patches are not independent, and
+    # only the patient bootstrap's interval shows how uncertain accuracy then is.
+    labels = np.tile([0, 1], 200)
+    patients = np.repeat(np.arange(20), 20)
+    right = patients % 4 != 0
+    p1 = np.where(right == (labels == 1), 0.8, 0.2)
+    probs = np.stack([1 - p1, p1], axis=1)
+    by_patch = bootstrap_ci(probs, labels, 1, n_resamples=300)
+    by_patient = bootstrap_ci(probs, labels, 1, n_resamples=300, groups=patients.astype(str))
+    assert by_patient["acc"]["value"] == by_patch["acc"]["value"] == pytest.approx(0.75)
+    width = {k: v["acc"]["high"] - v["acc"]["low"] for k, v in
+             (("patch", by_patch), ("patient", by_patient))}
+    assert width["patient"] > 2.5 * width["patch"]
+    assert by_patient["npv"]["low"] <= by_patient["npv"]["value"] <= by_patient["npv"]["high"]
+
+
+def test_idc_table_has_the_study_columns(tmp_path):
+    run = tmp_path / "runs" / "xception"
+    run.mkdir(parents=True)
+    metrics = {"acc": 0.85, "precision": 0.7, "npv": 0.92, "specificity": 0.88, "recall": 0.8,
+               "balanced_acc": 0.84, "f1": 0.75, "auc": 0.9}
+    ci = {m: {"value": v, "low": v - 0.04, "high": v + 0.04} for m, v in metrics.items()}
+    (run / "metrics.json").write_text(json.dumps({"test": metrics, "test_ci": ci,
+                                                  "parameters": 20_811_050,
+                                                  "epoch_seconds": 312.4}))
+    cfg = compose_train(["table=idc", f"inputs=[{tmp_path / 'runs'}]",
+                         f"output_dir={tmp_path / 'out'}"], tmp_path, "report")
+    frame = write_report(cfg.inputs, cfg.output_dir, cfg.split, cfg.table.reference,
+                         list(cfg.table.metrics), cfg.table.costs)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    header = markdown.splitlines()[0]
+    assert header == ("| run | ACC | Prec | NPV | Spec | Recall | BalACC | F1 | Params | "
+                      "s/epoch |")
+    assert "| runs/xception | 0.850 [0.810, 0.890] |" in markdown
+    assert "20.81M | 312.4 |" in markdown
+    assert frame["name"].tolist()[1:] == ["Xception, class weights (study)",
+                                          "AlexNet patches (Janowczyk 2016)"]
+    assert "Janowczyk & Madabhushi" in markdown and "auc" not in frame.columns

@@ -3,6 +3,7 @@ for patient-level splits, edge patches and bad input; one epoch end to end."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -107,13 +108,17 @@ def test_one_epoch_end_to_end(tmp_path):
                          f"paths.cache_dir={tmp_path / 'cache'}", "data.batch_size=8",
                          "model.backbone.small_input=true", "model.class_weights=balanced",
                          "evaluation.gradcam=0",
-                         "evaluation.plots=false", "evaluation.bootstrap.n_resamples=0"],
+                         "evaluation.plots=false", "evaluation.bootstrap.n_resamples=50",
+                         "evaluation.bootstrap.groups=true"],  # intervals over patients
                         tmp_path / "run")
     try:
         metrics = train(cfg)
     finally:
         finish_wandb()
     assert 0 <= metrics["test/auc"] <= 1
+    scores = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert scores["bootstrap"]["groups"] is True and "npv" in scores["test_ci"]
+    assert scores["parameters"] > 1e6 and scores["epoch_seconds"] > 0  # the study table's costs
     preds = pd.read_csv(tmp_path / "run" / "test_predictions.csv")
     assert list(preds.filter(like="prob_")) == ["prob_non_idc", "prob_idc"]
     assert preds["group"].astype(str).str.startswith("10").all()  # patients, not patches

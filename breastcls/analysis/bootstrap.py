@@ -1,13 +1,17 @@
 """Stratified bootstrap confidence intervals for the metrics of ``breastcls.metrics``.
 
 Each resample draws, with replacement, as many images of every class as the split holds, so every
-resample keeps the class balance and AUC/AUPRC stay defined. Intervals are percentile intervals.
+resample keeps the class balance and AUC/AUPRC stay defined. With ``groups`` (patients) whole
+groups are drawn instead: patches of one patient are correlated, and resampling them as if
+independent gives intervals that are too narrow. Intervals are percentile intervals.
 Binary tasks are scored for all resamples at once with numpy (the same definitions as the
 torchmetrics classes: strict ``score > threshold``, zero where a ratio is 0/0); multi-class tasks
 fall back to ``compute_metrics`` per resample.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,6 +30,17 @@ def stratified_resamples(labels: np.ndarray, n_resamples: int, seed: int) -> np.
         members = np.flatnonzero(labels == cls)
         columns.append(members[rng.integers(0, len(members), (n_resamples, len(members)))])
     return np.concatenate(columns, axis=1)
+
+
+def group_resamples(groups: Sequence[str] | np.ndarray, n_resamples: int, seed: int
+                    ) -> list[np.ndarray]:
+    """Row indices of ``n_resamples`` resamples, each drawing as many groups as there are, with
+    replacement, and taking every row of each group drawn."""
+    _, codes = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    members = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    draws = np.random.default_rng(seed).integers(0, len(members), (n_resamples, len(members)))
+    return [np.concatenate([members[g] for g in row]) for row in draws]
 
 
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -82,7 +97,7 @@ def binary_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float = 0
         "auc": _auroc(scores, targets), "acc": (tp + tn) / scores.shape[1],
         "auprc": _average_precision(scores, targets), "f1": fbeta(1.0), "f2": fbeta(2.0),
         "precision": precision, "recall": recall, "specificity": specificity,
-        "balanced_acc": (recall + specificity) / 2,
+        "balanced_acc": (recall + specificity) / 2, "npv": _safe_div(tn, tn + fn),
     }
     values["auc_acc_mean"] = (values["auc"] + values["acc"]) / 2
     return values
@@ -100,11 +115,13 @@ def _loop_metrics(probs: np.ndarray, labels: np.ndarray, rows: np.ndarray, posit
 
 def bootstrap_ci(probs: ArrayLike, labels: ArrayLike, positive_class: int,
                  threshold: float = 0.5, n_resamples: int = 1000, confidence: float = 0.95,
-                 seed: int = 0) -> dict[str, dict[str, float]]:
+                 seed: int = 0, groups: Sequence[str] | None = None
+                 ) -> dict[str, dict[str, float]]:
     """``{metric: {"value", "low", "high"}}`` for class probabilities ``(N, C)`` and labels.
 
     ``value`` is the metric on the data as given (``compute_metrics``);
-    ``low``/``high`` bound the central ``confidence`` interval of the stratified resamples.
+    ``low``/``high`` bound the central ``confidence`` interval of the stratified resamples, or
+    of resamples of whole ``groups`` (one id per row) when given.
     """
     if n_resamples < 1 or not 0 < confidence < 1:
         raise ValueError(f"need n_resamples >= 1 and 0 < confidence < 1, got {n_resamples}, "
@@ -113,8 +130,18 @@ def bootstrap_ci(probs: ArrayLike, labels: ArrayLike, positive_class: int,
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     point = compute_metrics(torch.from_numpy(probs), torch.from_numpy(labels), positive_class,
                             threshold)
-    rows = stratified_resamples(labels, n_resamples, seed)
-    if probs.shape[1] == 2:
+    if groups is not None:
+        if len(groups) != len(labels):
+            raise ValueError(f"{len(groups)} group ids for {len(labels)} predictions")
+        rows = group_resamples(groups, n_resamples, seed)  # resamples differ in length
+    else:
+        rows = stratified_resamples(labels, n_resamples, seed)
+    if probs.shape[1] == 2 and groups is not None:
+        targets = (labels == positive_class).astype(np.int64)
+        each = [binary_metrics(probs[idx, positive_class], targets[idx], threshold)
+                for idx in rows]
+        samples = {k: np.concatenate([m[k] for m in each]) for k in each[0]}
+    elif probs.shape[1] == 2:
         targets = (labels == positive_class).astype(np.int64)
         samples = binary_metrics(probs[:, positive_class][rows], targets[rows], threshold)
     else:

@@ -15,6 +15,7 @@ import torch
 
 from breastcls.analysis.bootstrap import bootstrap_ci
 from breastcls.analysis.thresholds import ThresholdChoice, select_threshold
+from breastcls.data.readers import DataError
 from breastcls.metrics import confusion_matrix, metric_inputs
 from breastcls.scoring.multiclass import per_class_metrics
 from breastcls.scoring.predictions import Predictions
@@ -72,7 +73,8 @@ def score_predictions(predictions: dict[str, Predictions], positive: int,
         intervals = {s: bootstrap_ci(p.probs, p.labels, positive, threshold,
                                      n_resamples=boot["n_resamples"],
                                      confidence=boot.get("confidence", 0.95),
-                                     seed=boot.get("seed", 0))
+                                     seed=boot.get("seed", 0),
+                                     groups=_resampled_groups(p, s, boot.get("groups", False)))
                      for s, p in predictions.items()}
     per_class = {} if binary else {s: per_class_metrics(p.probs, p.labels, class_names)
                                    for s, p in predictions.items()}
@@ -90,6 +92,17 @@ def score_predictions(predictions: dict[str, Predictions], positive: int,
               "bootstrap": dict(boot) if intervals else None,
               "class_names": list(class_names), **(info or {})},
     )
+
+
+def _resampled_groups(predictions: Predictions, split: str, by_group: bool
+                      ) -> list[str] | None:
+    """The group ids ``evaluation.bootstrap.groups=true`` resamples, or a clear refusal."""
+    if not by_group:
+        return None
+    if predictions.groups is None:
+        raise DataError(f"evaluation.bootstrap.groups=true, but the {split} predictions carry no "
+                        "group ids (patients): this data set has none; set it to false")
+    return predictions.groups
 
 
 def write_result(result: EvaluationResult, output_dir: Path) -> None:
