@@ -7,6 +7,7 @@ Each run's ``{split}_predictions.csv`` is read; class probabilities are averaged
 (``index``), over the runs that scored it: the same test split from every seed or fold, and
 under ``cv.pool=trainval`` each val image from the one fold that held it out. The operating
 threshold is chosen on the averaged val predictions (conf/evaluation) before test is read.
+A meta-learner on the members' outputs instead of their mean: ``breastcls.stacking``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Ensembles beyond averaging: member inputs joined per sample, and stacking meta-learners."""
