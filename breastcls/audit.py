@@ -89,9 +89,10 @@ def record_splits(data: DictConfig) -> tuple[dict, dict[str, pd.DataFrame], pd.D
         thumbs = v2.functional.resize(gray, [AUDIT_SIZE, AUDIT_SIZE], antialias=True)
         labels = dataset.labels.numpy()
         splits[split] = (thumbs.squeeze(1).round().to(torch.uint8).numpy(), labels)
-        rows = dataset.indices.numpy()
+        rows = datamodule.split_rows[split]
         samples[split] = pd.DataFrame({
-            "index": rows, "sample_id": records["sample_id"].iloc[rows].to_numpy(),
+            "index": dataset.indices.numpy(),
+            "sample_id": records["sample_id"].iloc[rows].to_numpy(),
             "class": [names[label] for label in labels],
             "group": records["group"].iloc[rows].to_numpy(),
             "path": records["path"].iloc[rows].to_numpy()})

@@ -11,7 +11,7 @@ import pytest
 from lightning.pytorch import Callback
 
 from breastcls.data.cbis_ddsm import TASKS, cbis_ddsm_records
-from breastcls.data.readers import DataError, read_image
+from breastcls.data.readers import DataError
 from breastcls.loggers import finish_wandb
 from breastcls.train import train
 from tests.cbis_ddsm_tree import PATCH_OVERRIDES, write_tree
@@ -101,17 +101,7 @@ def test_arrays_records(tmp_path):
         cbis_ddsm_records(root, format="arrays", cache_dir=tmp_path / "cache")
 
 
-def _reads_array_rows(tmp_path: Path) -> bool:
-    np.save(tmp_path / "probe.npy", np.zeros((2, 4, 4), np.uint16))
-    try:
-        return read_image(f"{tmp_path / 'probe.npy'}::1").shape == (4, 4)
-    except DataError:
-        return False
-
-
 def test_arrays_one_epoch(tmp_path):
-    if not _reads_array_rows(tmp_path):
-        pytest.skip("enable once read_image reads '<file>.npy::<row>' paths")
     root = write_arrays(tmp_path / "cbis_ddsm")
     metrics = run(root, tmp_path, "data.format=arrays", "data.task=mass_calc", "data.pairs=true")
     assert 0 <= metrics["test/acc"] <= 1

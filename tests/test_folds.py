@@ -10,63 +10,70 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from breastcls.data.breastmnist import BreastMNISTDataModule, load_breastmnist
-from breastcls.data.folds import CrossValidation, assign_folds
+from breastcls.data.breastmnist import BreastMNISTDataModule
 from breastcls.train import train
 from tests.conftest import FAST, ROOT, compose_train
 
 
 @pytest.fixture(scope="module")
-def arrays(data_dir):
-    return load_breastmnist(data_dir)
+def folds(data_dir, tmp_path_factory):
+    """The split table of the BreastMNIST DataModule under ``cv`` settings (records order:
+    official train, val, test; ``index`` is the pool position of pooled records)."""
+    cache = tmp_path_factory.mktemp("cache")
+
+    def table(**cv) -> pd.DataFrame:
+        dm = BreastMNISTDataModule(str(data_dir), cv=cv, cache_dir=str(cache))
+        dm.setup()
+        return dm.split_table
+
+    return table
 
 
-def test_trainval_folds_are_disjoint_and_stratified(arrays):
+def test_trainval_folds_are_disjoint_and_stratified(folds):
     val_sets = []
     for fold in range(3):
-        splits, table = assign_folds(arrays, CrossValidation(folds=3, fold=fold))
-        train_idx, val_idx = splits["train"][2], splits["val"][2]
+        table = folds(folds=3, fold=fold)
+        pool = table[table.split != "test"]
+        train_idx, val_idx = (pool.index[pool.split == s] for s in ("train", "val"))
         assert not set(train_idx) & set(val_idx)
         assert len(train_idx) + len(val_idx) == 546 + 78
-        assert len(splits["test"][1]) == 156  # the official test split stays apart
-        malignant = splits["val"][1].mean()
-        assert abs(malignant - table.label.mean()) < 0.02  # same class balance as the pool
+        assert (table.split == "test").sum() == 156  # the official test split stays apart
+        assert table[table.split == "test"].sample_id.str.startswith("test_").all()
+        malignant = (pool[pool.split == "val"].label == 0).mean()
+        assert abs(malignant - (pool.label == 0).mean()) < 0.02  # the pool's class balance
         val_sets.append(set(val_idx))
     assert set().union(*val_sets) == set(range(624))
     assert sum(map(len, val_sets)) == 624
 
 
-def test_all_pool_holds_out_a_test_fold(arrays):
-    splits, table = assign_folds(arrays, CrossValidation(folds=5, fold=2, pool="all"))
-    sizes = {r: len(v[1]) for r, v in splits.items()}
-    assert sum(sizes.values()) == 780 and 150 <= sizes["test"] <= 160
-    assert set(table[table.role == "test"].fold) == {2}
+def test_all_pool_holds_out_a_test_fold(folds):
+    table = folds(folds=5, fold=2, pool="all")
+    sizes = table.split.value_counts()
+    assert sizes.sum() == 780 and 150 <= sizes["test"] <= 160
+    assert set(table[table.split == "test"].fold) == {2}
 
 
-def test_folds_are_seeded(arrays):
-    a = assign_folds(arrays, CrossValidation(folds=3, seed=1))[1]
-    b = assign_folds(arrays, CrossValidation(folds=3, seed=1))[1]
-    c = assign_folds(arrays, CrossValidation(folds=3, seed=2))[1]
+def test_folds_are_seeded(folds):
+    a, b, c = (folds(folds=3, seed=seed) for seed in (1, 1, 2))
     assert a.fold.tolist() == b.fold.tolist() != c.fold.tolist()
 
 
-def test_duplicate_groups_stay_in_one_fold(arrays):
-    _, table = assign_folds(arrays, CrossValidation(folds=3, groups="duplicates"))
-    grouped = table.groupby("group").fold.nunique()
-    assert (grouped == 1).all()
-    assert (table.groupby("group").size() > 1).sum() > 10  # BreastMNIST has duplicate clusters
+def test_duplicate_groups_stay_in_one_fold(folds):
+    table = folds(folds=3, groups="duplicates")
+    pool = table[table.split != "test"]
+    assert (pool.groupby("group").fold.nunique() == 1).all()
+    assert (pool.groupby("group").size() > 1).sum() > 10  # BreastMNIST has duplicate clusters
 
 
-def test_grouped_all_pool_keeps_groups_out_of_val(arrays):
+def test_grouped_all_pool_keeps_groups_out_of_val(folds):
     """cv.pool=all cv.groups=duplicates: the val carve-out draws whole duplicate groups, so no
     near-duplicate cluster spans train and val (nor test)."""
     for fold in (0, 3):
-        _, table = assign_folds(arrays, CrossValidation(folds=5, fold=fold, pool="all",
-                                                        groups="duplicates"))
-        roles = table.groupby("group").role.nunique()
+        table = folds(folds=5, fold=fold, pool="all", groups="duplicates")
+        roles = table.groupby("group").split.nunique()
         assert (roles == 1).all(), table[table.group.isin(roles[roles > 1].index)]
-        rest = table[table.role != "test"]
-        val = rest[rest.role == "val"]
+        rest = table[table.split != "test"]
+        val = rest[rest.split == "val"]
         assert 0.07 < len(val) / len(rest) < 0.13  # val_fraction 0.1, in whole groups
         assert abs(val.label.mean() - rest.label.mean()) < 0.05  # stratified
         assert (val.groupby("group").size() > 1).any()  # clusters went to val whole
@@ -77,7 +84,7 @@ def test_datamodule_under_cv(data_dir):
     dm.setup()
     assert len(dm.dataset("val")) + len(dm.dataset("train")) == 624
     assert np.array_equal(dm.dataset("val").indices.numpy(),
-                          dm.split_table.query("role == 'val'").pool_index.to_numpy())
+                          dm.split_table.query("split == 'val'")["index"].to_numpy())
 
 
 @pytest.mark.parametrize("bad", [{"folds": 1}, {"folds": 3, "fold": 3}, {"folds": 3, "pool": "x"},
@@ -101,7 +108,7 @@ def test_cv_multirun_writes_folds_and_summary(data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     tables = [pd.read_csv(sweep / str(k) / "splits.csv") for k in range(3)]
     assert all(t.fold.tolist() == tables[0].fold.tolist() for t in tables)  # one assignment
-    val_sets = [set(t.pool_index[t.role == "val"]) for t in tables]
+    val_sets = [set(t["index"][t.split == "val"]) for t in tables]
     assert sum(map(len, val_sets)) == len(set().union(*val_sets)) == 624
     for k in range(3):
         scored = pd.read_csv(sweep / str(k) / "val_predictions.csv")

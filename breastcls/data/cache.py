@@ -23,6 +23,7 @@ import torch
 from rich.progress import MofNCompleteColumn, Progress
 from torchvision.transforms import v2
 
+from breastcls.data.array_rows import file_of
 from breastcls.data.readers import DataError, read_image, to_uint8
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def cache_key(paths: Sequence[str], settings: Preprocessing) -> str:
     digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
     for path in paths:
         try:
-            stat = os.stat(path)
+            stat = os.stat(file_of(path))  # an array row: the array file's size and time
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except OSError:
             digest.update(f"{path}\0missing\n".encode())

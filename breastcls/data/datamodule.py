@@ -69,6 +69,10 @@ class RecordsDataModule(SplitsDataModule):
         records, split, normalize, augmentation = (_plain(c) for c in
                                                     (records, split, normalize, augmentation))
         self.save_hyperparameters()
+        # Kept apart from hparams, which build_datamodule replaces by the data config.
+        self.records_config, self.root, self.task = records, root, task
+        self.on_bad_file, self.cache_dir, self.cache_workers = (on_bad_file, cache_dir,
+                                                                cache_workers)
         split = dict(split or {})
         self.grouping = split.pop("groups", "duplicates")
         if self.grouping not in GROUPINGS:
@@ -91,9 +95,8 @@ class RecordsDataModule(SplitsDataModule):
     @cached_property
     def table(self) -> RecordTable:
         try:
-            table: RecordTable = instantiate(self.hparams.records, root=self.hparams.root,
-                                             task=self.hparams.task,
-                                             on_bad_file=self.hparams.on_bad_file)
+            table: RecordTable = instantiate(self.records_config, root=self.root,
+                                             task=self.task, on_bad_file=self.on_bad_file)
         except InstantiationException as err:  # the records' DataError, wrapped by Hydra
             raise data_error(err) or err from None
         for problem in table.skipped:
@@ -125,11 +128,11 @@ class RecordsDataModule(SplitsDataModule):
         if self.datasets:
             return
         records = self._with_baselines(self.table.records.reset_index(drop=True))
-        name = str(self.hparams.records.get("_target_", "images")).rsplit(".", 1)[-1]
+        name = str(self.records_config.get("_target_", "images")).rsplit(".", 1)[-1]
         columns = {"path": name, "baseline_path": f"{name}_baseline"}
         cached = {column: load_or_build(records[column].tolist(), self.preprocessing,
-                                        self.hparams.cache_dir, suffix, self.hparams.on_bad_file,
-                                        self.hparams.cache_workers)
+                                        self.cache_dir, suffix, self.on_bad_file,
+                                        self.cache_workers)
                   for column, suffix in columns.items() if column in records}
         failed = {row for c in cached.values() for row in c.failed}  # image or baseline
         keep = np.array([i not in failed for i in range(len(records))])
@@ -148,18 +151,27 @@ class RecordsDataModule(SplitsDataModule):
         self.split_table = assign_splits(records, self.split_settings)
         self.split_table.insert(0, "index", range(len(records)))  # the prediction files' key
         log.info("splits (rows: split, columns: label):\n%s", split_summary(self.split_table))
-        labels = torch.as_tensor(records["label"].to_numpy(), dtype=torch.long)
+        labels = torch.as_tensor(records["label"].to_numpy(copy=True), dtype=torch.long)
         self.records = records
+        self.split_rows: dict[str, np.ndarray] = {}  # split -> its rows of self.records
         for split in SPLITS:
             rows = np.flatnonzero(self.split_table["split"].to_numpy() == split)
             if len(rows):
                 transform = self.train_transform if split == "train" else self.eval_transform
+                self.split_rows[split] = rows
+                indices = self.sample_indices(split, rows)
+                self.split_table.loc[rows, "index"] = indices
                 self.datasets[split] = ArrayDataset(
-                    images[rows], labels[rows], transform, rows,
+                    images[rows], labels[rows], transform, indices,
                     baselines=None if baselines is None else baselines[rows],
                     sample_ids=records["sample_id"].iloc[rows].tolist(),
                     groups=records["group"].iloc[rows].tolist(),
                     boxes=None if boxes is None else [boxes[r] for r in rows])
+
+    def sample_indices(self, split: str, rows: np.ndarray) -> np.ndarray:
+        """The ``index`` of a split's samples in batches and prediction files: their rows of
+        the records (data sets with an established numbering override it)."""
+        return rows
 
     def _loader(self, dataset: ArrayDataset, shuffle: bool, batch_size: int) -> DataLoader:
         # Classification batches: boxes (a varying number per sample) stay in dataset[i].
@@ -175,7 +187,7 @@ class RecordsDataModule(SplitsDataModule):
             return records
         ids = records.loc[missing, "sample_id"].astype(str).tolist()
         message = f"{len(ids)} sample(s) have no baseline_path: {', '.join(ids[:5])}"
-        if self.hparams.on_bad_file != "skip":
+        if self.on_bad_file != "skip":
             raise DataError(f"{message}\n(data.on_bad_file=skip reports them and loads the rest)")
         log.warning("skipped: %s", message)
         return records[~missing].reset_index(drop=True)

@@ -1,7 +1,10 @@
-"""Image files (PNG, JPEG, BMP, TIFF, DICOM) as numpy arrays, with errors a user can act on.
+"""Image files (PNG, JPEG, BMP, TIFF, DICOM) and array rows as numpy arrays, with errors a user
+can act on.
 
 ``read_image`` keeps the values as stored (uint8, uint16, or float32 for DICOM after the modality
-rescale and VOI); ``to_uint8`` maps any of them to uint8 for the image cache.
+rescale and VOI); ``to_uint8`` maps any of them to uint8 for the image cache. Array-backed data
+sets name one image per record as ``<file>.npy::<row>`` (memory-mapped) or
+``<file>.npz::<key>::<row>``; each file is opened once per process.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import numpy as np
 import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
+
+from breastcls.data.array_rows import read_row, split_row_path
+from breastcls.data.errors import DataError
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_rescale, apply_voi_lut
@@ -30,12 +36,9 @@ DECODER_HINT = ("pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError)
 
 
-class DataError(Exception):
-    """A problem with the user's data; the message names the file or setting and the fix."""
-
-
 def _supported() -> str:
-    return " ".join((*PIL_SUFFIXES, *DICOM_SUFFIXES)) + " (or DICOM files without a suffix)"
+    return (" ".join((*PIL_SUFFIXES, *DICOM_SUFFIXES)) + " (or DICOM files without a suffix), "
+            "<file>.npy::<row> and <file>.npz::<key>::<row>")
 
 
 def _check_file(path: Path) -> None:
@@ -80,6 +83,9 @@ def read_image(path: str | Path, mode: str = "L", *, voi: str = "auto",
     :func:`read_dicom`; ignored for other files).
     """
     _check_mode(mode)
+    row_path = split_row_path(path)
+    if row_path is not None:
+        return _as_mode(read_row(*row_path), mode)
     path = Path(path)
     if _kind(path) == "dicom":
         return _as_mode(read_dicom(path, voi=voi, window=window), mode)
@@ -237,6 +243,9 @@ def _voi_lut(values: np.ndarray, ds: pydicom.Dataset, path: Path) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of an image without decoding its pixels."""
+    row_path = split_row_path(path)
+    if row_path is not None:
+        return tuple(read_row(*row_path).shape[:2])  # type: ignore[return-value]
     path = Path(path)
     if _kind(path) == "pil":
         try:

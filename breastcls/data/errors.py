@@ -1,0 +1,5 @@
+"""The error for problems in a user's data or settings (shown as one message, no traceback)."""
+
+
+class DataError(Exception):
+    """A problem with the user's data; the message names the file or setting and the fix."""
