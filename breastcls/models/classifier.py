@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from torchmetrics import MeanMetric
 from torchvision.transforms import v2
 
+from breastcls.data.errors import DataError
 from breastcls.metrics import classification_metrics, metric_inputs
 
 # Keys of a scheduler config that Lightning reads rather than the scheduler itself.
@@ -62,8 +63,9 @@ class ImageClassifier(L.LightningModule):
         # checkpoint after training; ``predict_tta``: the flips predict_step applies now.
         self.predict_tta: bool | list[str] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def forward(self, x: torch.Tensor, baseline: torch.Tensor | None = None) -> torch.Tensor:
+        # Pair models (breastcls.models.pairs) also see the baseline patch beside the lesion.
+        return self.head(self.backbone(x) if baseline is None else self.backbone(x, baseline))
 
     def load_state_dict(self, state_dict: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
         # Checkpoints written before backbone and head were split keep the head in the backbone.
@@ -81,10 +83,14 @@ class ImageClassifier(L.LightningModule):
 
     def _step(self, batch: Mapping[str, Any], split: str, mix: bool = False) -> torch.Tensor:
         x, y = batch["image"], batch["label"]
+        baseline = pair_input(self, batch)
         target = y
         if mix and self.batch_mix is not None:  # soft targets; metrics keep the hard labels
+            if baseline is not None:
+                raise ValueError("model.mixup_alpha / cutmix_alpha mix single images; set them "
+                                 "to 0 for a pair model")
             x, target = self.batch_mix(x, y)
-        logits = self(x)
+        logits = self(x, baseline)
         if self.loss_weights is not None and self.loss_weights.device != logits.device:
             self.loss_weights = self.loss_weights.to(logits.device)  # once, not a copy per step
         loss = F.cross_entropy(logits, target, weight=self.loss_weights,
@@ -102,7 +108,8 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "val")
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
-        probs = class_probabilities(self, batch["image"], self.predict_tta)
+        probs = class_probabilities(self, batch["image"], self.predict_tta,
+                                    baseline=pair_input(self, batch))
         keys = {k: batch[k] for k in ("sample_id", "group") if k in batch}
         return {"probs": probs, "labels": batch["label"], "index": batch["index"], **keys}
 
@@ -129,7 +136,9 @@ class ImageClassifier(L.LightningModule):
         self.log("val/auc_acc_mean", (values["val/auc"] + values["val/acc"]) / 2, prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = instantiate(dict(self.hparams.optimizer), params=self.parameters())
+        # Frozen parameters (FreezeThenFinetune) join the optimiser later, as their own group.
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = instantiate(dict(self.hparams.optimizer), params=params)
         if not self.hparams.scheduler:
             return {"optimizer": optimizer}
         cfg = dict(self.hparams.scheduler)
@@ -162,11 +171,33 @@ def _split_key(key: str) -> str:
 
 
 def class_probabilities(model: nn.Module, x: torch.Tensor,
-                        tta: bool | Sequence[str] | None = None) -> torch.Tensor:
+                        tta: bool | Sequence[str] | None = None,
+                        baseline: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax probabilities, averaged over flipped views when ``tta`` names flips
-    (``hflip``, ``vflip``; ``True`` means both)."""
-    views = [x, *(x.flip(FLIP_DIMS[f]) for f in tta_views(tta))]
-    return torch.stack([model(v).float().softmax(dim=1) for v in views]).mean(0)
+    (``hflip``, ``vflip``; ``True`` means both); a pair model's baseline flips with the image."""
+    flips = [None, *(FLIP_DIMS[f] for f in tta_views(tta))]
+    def view(t: torch.Tensor, dim: int | None) -> torch.Tensor:
+        return t if dim is None else t.flip(dim)
+    if baseline is None:
+        return torch.stack([model(view(x, d)).float().softmax(dim=1) for d in flips]).mean(0)
+    return torch.stack([model(view(x, d), view(baseline, d)).float().softmax(dim=1)
+                        for d in flips]).mean(0)
+
+
+def takes_pairs(model: nn.Module) -> bool:
+    """Whether ``model`` (a classifier or its backbone) needs the baseline patch too."""
+    return bool(getattr(getattr(model, "backbone", model), "takes_pairs", False))
+
+
+def pair_input(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor | None:
+    """``batch["baseline"]`` for a pair model (a clear error when the data has none); None for
+    single-input models, which ignore a baseline in the batch."""
+    if not takes_pairs(model):
+        return None
+    if "baseline" not in batch:
+        raise DataError("this pair model needs the baseline patch of every sample: set "
+                        "data.pairs=true (CBIS-DDSM)")
+    return batch["baseline"]
 
 
 def tta_views(tta: bool | str | Sequence[str] | None) -> list[str]:
@@ -222,7 +253,8 @@ def check_input_shape(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     try:
         with torch.no_grad():
             device = next(model.parameters()).device
-            model(torch.zeros(2, *input_shape, device=device))
+            x = torch.zeros(2, *input_shape, device=device)
+            model(x, x) if takes_pairs(model) else model(x)
     except RuntimeError as err:
         raise ValueError(
             f"the model cannot take images of shape {tuple(input_shape)} (channels, height, "
