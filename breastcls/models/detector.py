@@ -1,0 +1,187 @@
+"""Faster R-CNN lesion detectors (torchvision) as a LightningModule, and ``detect`` on files.
+
+Batches are dicts with ``image`` (a list of (3, H, W) float images in [0, 1]) and ``targets``
+(a list of ``{"boxes": (K, 4) XYXY, "labels": (K,)}`` with labels 0-based into
+``class_names``); torchvision's own labels are 1-based (0 is its background).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.models import ResNet50_Weights, ResNet101_Weights, detection
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import (
+    mobilenet_backbone,
+    resnet_fpn_backbone,
+)
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+
+from breastcls.data.readers import read_image, to_uint8
+
+ARCHS = ("resnet50_fpn", "resnet50_fpn_v2", "resnet101_fpn", "mobilenet_v3_large_fpn")
+NO_LESION = "no_lesion"
+LOOP_KEYS = ("interval", "frequency", "monitor")
+
+
+def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size: int = 1333,
+                      anchor_sizes: Sequence[int] | None = None,
+                      aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+                      pretrained: bool | str | None = None,
+                      trainable_layers: int = 3, **rpn: Any) -> nn.Module:
+    """A Faster R-CNN of ``arch`` for ``num_classes`` box classes (+ background).
+
+    ``pretrained``: true (COCO detection weights from the hub; the ImageNet backbone for
+    resnet101_fpn), a local file of a state dict (from ``torch.save(model.state_dict())``), or
+    null (scratch). ``rpn``: FasterRCNN's rpn_*/box_* keyword settings."""
+    if arch not in ARCHS:
+        raise ValueError(f"model.arch={arch!r}; choose one of {ARCHS}")
+    hub = pretrained is True
+    common = {"min_size": min_size, "max_size": max_size, **rpn}
+    levels = 3 if arch.startswith("mobilenet") else 5
+    sizes = tuple(anchor_sizes or ((32, 64, 128, 256, 512) if levels == 5 else (32, 64, 128)))
+    if len(sizes) != levels:
+        raise ValueError(f"model.anchor_sizes needs {levels} sizes for {arch}, got {list(sizes)}")
+    common["rpn_anchor_generator"] = AnchorGenerator(
+        tuple((s,) for s in sizes), (tuple(aspect_ratios),) * levels)
+    if arch == "resnet101_fpn":
+        backbone = resnet_fpn_backbone(backbone_name="resnet101",
+                                       weights=ResNet101_Weights.DEFAULT if hub else None,
+                                       trainable_layers=trainable_layers if hub else 5)
+        model = detection.FasterRCNN(backbone, num_classes=num_classes + 1, **common)
+    elif arch == "mobilenet_v3_large_fpn":
+        if hub:
+            model = detection.fasterrcnn_mobilenet_v3_large_fpn(
+                weights="DEFAULT", trainable_backbone_layers=trainable_layers, **common)
+        else:
+            backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None,
+                                          fpn=True, trainable_layers=6)
+            model = detection.FasterRCNN(backbone, num_classes=91, **common)
+    else:
+        v2 = arch.endswith("v2")
+        build = detection.fasterrcnn_resnet50_fpn_v2 if v2 else detection.fasterrcnn_resnet50_fpn
+        anchors = common.pop("rpn_anchor_generator") if v2 else None  # v2 builds its own head
+        if v2 and len(aspect_ratios) != 3:
+            raise ValueError("model.aspect_ratios: resnet50_fpn_v2's RPN head takes 3 ratios")
+        model = build(weights="DEFAULT" if hub else None,
+                      weights_backbone=None if not hub else ResNet50_Weights.DEFAULT,
+                      trainable_backbone_layers=trainable_layers if hub else 5, **common)
+        if anchors is not None:
+            model.rpn.anchor_generator = anchors
+    box = model.roi_heads.box_predictor
+    if box.cls_score.out_features != num_classes + 1:
+        model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features,
+                                                          num_classes + 1)
+    if isinstance(pretrained, str) and pretrained:
+        state = torch.load(Path(pretrained).expanduser(), map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    return model
+
+
+class DetectorModule(L.LightningModule):
+    """Faster R-CNN trained on box targets; validation logs COCO mAP (``val/map``,
+    ``val/map_50``). ``class_names``: the box classes (an image-level list that starts with
+    ``no_lesion``, as the detection data sets give, loses that entry)."""
+
+    task = "detection"
+
+    def __init__(self, arch: str = "mobilenet_v3_large_fpn", class_names: Sequence[str] = (),
+                 optimizer: Mapping[str, Any] | None = None,
+                 scheduler: Mapping[str, Any] | None = None, min_size: int = 800,
+                 max_size: int = 1333, anchor_sizes: Sequence[int] | None = None,
+                 aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+                 rpn: Mapping[str, Any] | None = None, pretrained: bool | str | None = None,
+                 trainable_layers: int = 3, init_from: str | None = None,
+                 num_classes: int | None = None, positive_class: int | None = None) -> None:
+        super().__init__()
+        names = [str(n) for n in class_names]
+        if names and names[0] == NO_LESION:
+            names = names[1:]
+        if not names:
+            raise ValueError("DetectorModule needs the box class names (model.class_names)")
+        optimizer, scheduler, rpn = (_plain(c) for c in (optimizer, scheduler, rpn))
+        self.save_hyperparameters(ignore=["num_classes", "positive_class"])
+        self.hparams.class_names = names
+        self.model = build_faster_rcnn(arch, len(names), min_size, max_size, anchor_sizes,
+                                       aspect_ratios, pretrained, trainable_layers,
+                                       **(rpn or {}))
+        if init_from:  # fine-tuning: the weights of an earlier detector checkpoint
+            state = torch.load(Path(init_from).expanduser(), map_location="cpu",
+                               weights_only=True)
+            self.load_state_dict(state.get("state_dict", state))
+        self.val_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
+
+    def forward(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Detections per image in its input pixels, labels 0-based."""
+        found = self.model(list(images))
+        return [{**d, "labels": d["labels"] - 1} for d in found]
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch["targets"]]
+        losses = self.model(list(batch["image"]), targets)
+        loss = sum(losses.values())
+        size = len(batch["image"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=size)
+        return loss
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self.val_map.update(self(batch["image"]), list(batch["targets"]))
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_map.compute()
+        self.log_dict({f"val/{k}": result[k] for k in ("map", "map_50", "map_75")},
+                      prog_bar=True)
+        self.val_map.reset()
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return self(batch["image"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        settings = dict(self.hparams.optimizer or {"_target_": "torch.optim.SGD", "lr": 0.01,
+                                                   "momentum": 0.9, "weight_decay": 1e-4})
+        optimizer = instantiate(settings, params=params)
+        if not self.hparams.scheduler:
+            return {"optimizer": optimizer}
+        cfg = dict(self.hparams.scheduler)
+        loop = {k: cfg.pop(k) for k in LOOP_KEYS if k in cfg}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": instantiate(cfg, optimizer=optimizer), **loop}}
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """A file as a (3, H, W) float image in [0, 1] at its own size (gray repeated)."""
+    array = to_uint8(read_image(path, "RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+@torch.no_grad()
+def detect(model: DetectorModule, paths: Sequence[str | Path], batch_size: int = 4,
+           score_threshold: float = 0.0) -> list[dict[str, Any]]:
+    """Per file: ``boxes`` (XYXY, the file's own pixels), ``labels`` (into
+    ``model.hparams.class_names``) and ``scores``, as numpy arrays, scores at least
+    ``score_threshold``."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(paths), batch_size):
+        images = [load_image(p).to(device) for p in paths[start:start + batch_size]]
+        for found in model(images):
+            keep = found["scores"] >= score_threshold
+            out.append({k: found[k][keep].cpu().numpy() for k in ("boxes", "labels", "scores")})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
