@@ -34,6 +34,7 @@ from breastcls.instantiate import (
     single_device_trainer,
 )
 from breastcls.loggers import finish_wandb
+from breastcls.scoring.detection import evaluate_detection
 from breastcls.scoring.pipeline import evaluate_splits
 from breastcls.scoring.settings import validate_settings
 
@@ -77,6 +78,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:
         log.warning("No best checkpoint was saved (checkpointing off or fast_dev_run): "
                     "evaluating the final weights.")
+    if getattr(model, "task", None) == "detection":  # boxes: breastcls.scoring.detection
+        return evaluate_detection(model, datamodule, cfg.eval_splits,
+                                  Path(cfg.paths.output_dir), info)
     # The chosen threshold and the test-time flips go into the best checkpoint before plots.
     result = evaluate_splits(single_device_trainer(cfg.trainer), model, datamodule,
                              cfg.eval_splits, Path(cfg.paths.output_dir), info,

@@ -107,7 +107,9 @@ class DetectorModule(L.LightningModule):
             names = names[1:]
         if not names:
             raise ValueError("DetectorModule needs the box class names (model.class_names)")
-        optimizer, scheduler, rpn = (_plain(c) for c in (optimizer, scheduler, rpn))
+        optimizer, scheduler, rpn, anchor_sizes, aspect_ratios = (
+            _plain(c) for c in (optimizer, scheduler, rpn, anchor_sizes, aspect_ratios))
+        aspect_ratios = [float(r) for r in aspect_ratios]  # plain: weights_only checkpoints
         self.save_hyperparameters(ignore=["num_classes", "positive_class"])
         self.hparams.class_names = names
         self.model = build_faster_rcnn(arch, len(names), min_size, max_size, anchor_sizes,
