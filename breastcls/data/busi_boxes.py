@@ -49,7 +49,7 @@ def busi_box_records(root: str | Path, task: str = "detection", on_bad_file: str
     if unknown:
         raise DataError(f"data.records.classes {unknown}: BUSI's lesion folders are benign and "
                         "malignant")
-    table = busi_records(root, "three_class", on_bad_file)
+    table = busi_records(root, "three_class", "skip")  # its problems are raised with ours
     records = table.records[table.records["folder"].isin([*classes, "normal"])].copy()
     boxes, labels, problems, keep = [], [], list(table.skipped), []
     for row in records.itertuples(index=False):
@@ -64,7 +64,7 @@ def busi_box_records(root: str | Path, task: str = "detection", on_bad_file: str
         box_class = classes.index(row.folder) if row.folder != "normal" else None
         boxes.append(found if box_class is not None else [])
         labels.append([box_class] * len(found) if box_class is not None else [])
-    raise_problems(problems[len(table.skipped):], on_bad_file, "BUSI")
+    raise_problems(problems, on_bad_file, "BUSI")
     records = records[keep].reset_index(drop=True)
     records["boxes"], records["box_labels"] = boxes, labels
     records["label"] = [1 + b[0] if b else 0 for b in labels]
