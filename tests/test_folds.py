@@ -129,3 +129,17 @@ def test_cv_fold_as_test_gets_its_plots(data_dir, tmp_path):
     assert scored["index"].max() > len(scored)  # pool indices, not positions
     for name in ("test_mistakes.png", "test_gradcam.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_split_group_equals_cv_settings(data_dir, tmp_path):
+    """data/split=kfold (groups: duplicates) is the config-group spelling of cv.folds=5
+    cv.groups=duplicates: the same folds and the same groups."""
+    group = compose_train(["data/split=kfold", "data.split.fold=2"], tmp_path / "a").data
+    alias = compose_train(["cv.folds=5", "cv.fold=2", "cv.groups=duplicates"], tmp_path / "b").data
+    tables = []
+    for data in (group, alias):
+        dm = BreastMNISTDataModule(str(data_dir), cv=dict(data.cv), split=dict(data.split),
+                                   cache_dir=str(tmp_path / "cache"))
+        dm.setup()
+        tables.append(dm.split_table)
+    pd.testing.assert_frame_equal(*tables)

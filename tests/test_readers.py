@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,25 @@ def test_to_uint8() -> None:
     u8 = _gray8()
     assert to_uint8(u8) is u8
     np.testing.assert_array_equal(to_uint8(np.full((3, 3), 7.5)), np.zeros((3, 3), np.uint8))
+
+
+def test_array_rows_read_as_stored(tmp_path):
+    stack = np.arange(2 * 4 * 5, dtype=np.uint16).reshape(2, 4, 5)
+    np.save(tmp_path / "gray.npy", stack)
+    np.savez(tmp_path / "set.npz", rgb=np.full((3, 4, 5, 3), 7, np.uint8),
+             mask=np.ones((1, 4, 5), bool))
+    assert np.array_equal(read_image(f"{tmp_path / 'gray.npy'}::1"), stack[1])
+    assert read_image(f"{tmp_path / 'set.npz'}::rgb::2", "RGB").shape == (4, 5, 3)
+    assert read_image(f"{tmp_path / 'set.npz'}::mask::0").max() == 255
+    assert image_size(f"{tmp_path / 'set.npz'}::rgb::0") == (4, 5)
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("gray.npy::5", "outside the array's 2 rows"), ("set.npz::nope::0", "no array 'nope'"),
+    ("gray.npy::x", "not an integer"), ("set.npz::0", "<file>.npz::<key>::<row>"),
+    ("missing.npy::0", "file not found")])
+def test_bad_array_rows_name_the_file(tmp_path, name, message):
+    np.save(tmp_path / "gray.npy", np.zeros((2, 4, 4), np.uint8))
+    np.savez(tmp_path / "set.npz", rgb=np.zeros((1, 4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_image(f"{tmp_path / name}")
