@@ -25,7 +25,7 @@ from breastcls.config import (
     set_threads,
 )
 from breastcls.console import print_config_tree, print_result
-from breastcls.data.build import build_datamodule
+from breastcls.data.build import build_datamodule, instantiate_or_data_error
 from breastcls.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -51,7 +51,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model, **class_metadata(datamodule, cfg))
+    model: L.LightningModule = instantiate_or_data_error(cfg.model,
+                                                         **class_metadata(datamodule, cfg))
     timer = Timer()  # seconds per epoch, for the results table
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), timer]
     loggers = instantiate_loggers(cfg.get("logger"))

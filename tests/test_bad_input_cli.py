@@ -51,3 +51,14 @@ def test_bad_row_is_one_clear_message(problem, tmp_path):
     assert PROBLEMS[problem][2] in proc.stderr
     if problem == "label_out_of_range":
         assert "ok0 (label 5)" in proc.stderr  # the sample is named
+
+
+def test_bad_model_setting_is_one_clear_message(tmp_path):
+    """A DataError raised while the model is built (Hydra wraps it once per nesting level)."""
+    proc = run_cli("breastcls.train", "model=scratch_cnn", "model.backbone.global_pool=bogus",
+                   f"hydra.run.dir={tmp_path / 'run'}", "extras.print_config=false",
+                   "trainer.max_epochs=1", check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "InstantiationException" not in proc.stderr
+    assert "error: model.backbone.global_pool='bogus': choose from" in proc.stderr

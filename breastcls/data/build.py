@@ -28,15 +28,21 @@ def build_datamodule(data: DictConfig | Mapping[str, Any]) -> SplitsDataModule:
     config = (OmegaConf.to_container(data, resolve=True) if OmegaConf.is_config(data)
               else dict(data))
     check_settings(config)
+    datamodule = instantiate_or_data_error(config)  # the config's own _recursive_ applies
+    datamodule.save_hyperparameters(config)
+    return datamodule
+
+
+def instantiate_or_data_error(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a DataError raised inside (which Hydra wraps in an
+    InstantiationException, once per nesting level) comes out as itself: one clear message."""
     try:
-        datamodule = instantiate(config)  # the config's own _recursive_ applies
-    except InstantiationException as err:  # a DataError raised inside, wrapped by Hydra
+        return instantiate(config, **kwargs)
+    except InstantiationException as err:
         cause = data_error(err)
         if cause is None:
             raise
         raise cause from None
-    datamodule.save_hyperparameters(config)
-    return datamodule
 
 
 def check_settings(config: Mapping[str, Any]) -> None:
