@@ -23,8 +23,8 @@ import torch
 from rich.progress import MofNCompleteColumn, Progress
 from torchvision.transforms import v2
 
-from breastcls.data.array_rows import file_of
 from breastcls.data.readers import DataError, read_image, to_uint8
+from breastcls.data.row_paths import file_of
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import pydicom
 from PIL import Image, UnidentifiedImageError
 from pydicom.errors import InvalidDicomError
 
-from breastcls.data.array_rows import read_row, split_row_path
 from breastcls.data.errors import DataError
+from breastcls.data.row_paths import read_row, split_row_path
 
 try:  # pydicom >= 3
     from pydicom.pixels import apply_rescale, apply_voi_lut
