@@ -64,15 +64,14 @@ def tcia_patches(root: Path, lesions: pd.DataFrame, settings: PatchSettings,
                         "CBIS-DDSM images (~160 GB) come from TCIA (see docs/cbis_ddsm.md); put "
                         "the downloaded CBIS-DDSM/ folder beside the CSVs, or point data.root at "
                         "the folder holding both")
-    raise_problems(unreadable, on_bad_file, "CBIS-DDSM")
+    # Every row is read before refusing, so the message lists all problems at once, and the
+    # patches of the good rows are cached for the rerun with data.on_bad_file=skip.
     folder.mkdir(parents=True, exist_ok=True)
     rows, no_baseline = [], []
     groups = lesions[lesions["sample_id"].isin(files)].groupby("image_path", sort=False)
     for _, group in track(groups, description="extracting CBIS-DDSM patches",
                           total=groups.ngroups, disable=groups.ngroups < 20):
         found, failed = _image_patches(group.to_dict("records"), files, settings, folder)
-        if failed:
-            raise_problems(failed, on_bad_file, "CBIS-DDSM")
         unreadable += failed
         rows += [r for r in found if r["path"]]
         no_baseline += [r["sample_id"] for r in found if not r["path"]]
@@ -84,6 +83,7 @@ def tcia_patches(root: Path, lesions: pd.DataFrame, settings: PatchSettings,
     (folder / PROBLEMS).write_text(json.dumps({"unreadable": unreadable,
                                                "no_baseline": no_baseline}, indent=1))
     log.info("%d CBIS-DDSM patch pairs in %s", len(patches), folder)
+    raise_problems(unreadable, on_bad_file, "CBIS-DDSM")
     return lesions.merge(patches, on="sample_id"), unreadable
 
 
