@@ -52,3 +52,5 @@ def test_one_epoch_detection_run(busi_subset: Path, tmp_path: Path):
         evaluation.summarize()
     assert metrics["test/map"] == pytest.approx(evaluation.stats[0], abs=1e-6)
     assert metrics["test/map_50"] == pytest.approx(evaluation.stats[1], abs=1e-6)
+    per_class = {k.removeprefix("test/ap_") for k in metrics if k.startswith("test/ap_")}
+    assert per_class and per_class <= {"benign", "malignant"}  # BUSI's box classes, by name

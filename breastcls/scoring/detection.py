@@ -147,7 +147,7 @@ def evaluate_detection(model: torch.nn.Module, datamodule: Any, splits: Sequence
     metrics: dict[str, Any] = {}
     for split in (s for s in splits if s in datamodule.datasets):
         found, targets, images = predict_split(model, datamodule.eval_dataloader(split))
-        result = mean_average_precision(found, targets)
+        result = mean_average_precision(found, targets, names)
         metrics.update({f"{split}/{k}": v for k, v in result.items()})
         metrics.update({f"{split}/{k}": v for k, v in froc(found, targets).items()})
         labels = datamodule.dataset(split).labels.tolist()
@@ -164,7 +164,10 @@ def evaluate_detection(model: torch.nn.Module, datamodule: Any, splits: Sequence
     return metrics
 
 
-def mean_average_precision(found: Sequence[dict], targets: Sequence[dict]) -> dict[str, float]:
+def mean_average_precision(found: Sequence[dict], targets: Sequence[dict],
+                           names: Sequence[str] = ()) -> dict[str, float]:
+    """COCO mAP, mAP@0.5, mAP@0.75 and ``ap_<class name>`` per box class (``ap_class<k>``
+    without names); a class absent from both truth and detections has AP -1, as in COCO."""
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True,
                                   backend="pycocotools")
     metric.update(list(found), list(targets))
@@ -172,7 +175,7 @@ def mean_average_precision(found: Sequence[dict], targets: Sequence[dict]) -> di
     out = {k: float(result[k]) for k in ("map", "map_50", "map_75")}
     classes = result["classes"].reshape(-1).tolist()
     for c, ap in zip(classes, result["map_per_class"].reshape(-1).tolist(), strict=True):
-        out[f"ap_class{int(c)}"] = float(ap)
+        out[f"ap_{names[int(c)]}" if int(c) < len(names) else f"ap_class{int(c)}"] = float(ap)
     return out
 
 
