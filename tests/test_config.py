@@ -150,10 +150,24 @@ def test_unknown_group_option_fails(tmp_path):
         compose_train(["model=resnet99"], tmp_path)
 
 
-@pytest.mark.parametrize("search", options("hparams_search"))
+# classical_*: searches of python -m breastcls.classical, scored by cross-validation.
+CLASSICAL_SEARCHES = [s for s in options("hparams_search") if s.startswith("classical_")]
+
+
+@pytest.mark.parametrize("search", sorted(set(options("hparams_search")) -
+                                          set(CLASSICAL_SEARCHES)))
 def test_searches_never_score_test(search, tmp_path):
     cfg = compose_train([f"hparams_search={search}"], tmp_path)
     assert "test" not in cfg.eval_splits and "val" in cfg.eval_splits
+
+
+@pytest.mark.parametrize("search", CLASSICAL_SEARCHES)
+def test_classical_searches_tune_existing_keys_by_cross_validation(search, tmp_path):
+    cfg = compose_train([f"hparams_search={search}", "features=x.csv"], tmp_path, "classical")
+    assert cfg.optimized_metric.startswith("cv/")
+    params = OmegaConf.load(CONF_DIR / "hparams_search" / f"{search}.yaml").hydra.sweeper.params
+    for key in params:
+        assert OmegaConf.select(cfg, key, throw_on_missing=False) is not None, key
 
 
 @pytest.mark.parametrize("threads", [0, -2, "two", True])
