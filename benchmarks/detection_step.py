@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -48,7 +47,7 @@ class StepTimer(L.Callback):
         self.times.append(time.perf_counter() - self._start)
 
 
-def compose_study(data_dir: str, output_dir: str, overrides: list[str]):
+def compose_study(output_dir: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     from breastcls.config import register_resolvers
@@ -57,8 +56,7 @@ def compose_study(data_dir: str, output_dir: str, overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return compose("train", overrides=[
             "experiment=busi_fasterrcnn_mobilenet", "model.pretrained=null", "logger=none",
-            f"paths.data_dir={data_dir}", f"paths.root_dir={output_dir}",
-            f"paths.output_dir={output_dir}", *overrides])
+            f"paths.root_dir={output_dir}", f"paths.output_dir={output_dir}", *overrides])
 
 
 def reference_steps(module: L.LightningModule, batches: list[dict]) -> list[float]:
@@ -92,15 +90,14 @@ def breastcls_steps(cfg, module: L.LightningModule, batches: list[dict]) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="default: $BREASTCLS_DATA_DIR")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=4")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.batch_size=4 "
+                        "(the images: $BREASTCLS_DATA_DIR/busi, or data.root=<folder>)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data_dir = args.data_dir or os.environ.get("BREASTCLS_DATA_DIR", str(ROOT / "data"))
     with tempfile.TemporaryDirectory() as out:
-        cfg = compose_study(data_dir, out, args.overrides)
+        cfg = compose_study(out, args.overrides)
         L.seed_everything(0, workers=True)
         datamodule = build_datamodule(cfg.data)
         datamodule.setup("fit")

@@ -34,7 +34,7 @@ from breastcls.config import exit_on_user_error, platform_info, register_resolve
 from breastcls.data.base import SplitsDataModule
 from breastcls.data.build import build_datamodule, stored_data_config
 from breastcls.data.readers import DataError
-from breastcls.models.classifier import FLIP_DIMS, pair_input, split_head, tta_views
+from breastcls.models.classifier import flipped_views, pair_input, split_head
 from breastcls.runs import default_tta, run_config, run_config_path
 
 register_resolvers()
@@ -55,16 +55,13 @@ def extract_features(backbone: nn.Module, loader: DataLoader,
     index order; each feature vector is the mean over the image and its ``tta`` flips."""
     backbone.eval()
     device = next(backbone.parameters()).device
-    flips = tta_views(tta)
     features, keys = [], {k: [] for k in KEY_COLUMNS}
     for batch in track(loader, description=description, disable=len(loader) < 5):
         x = batch["image"].to(device)
         baseline = pair_input(backbone, batch)
         inputs = [x] if baseline is None else [x, baseline.to(device)]
-        # A pair model's baseline patch flips with the lesion patch.
-        views = [inputs, *([t.flip(FLIP_DIMS[f]) for t in inputs] for f in flips)]
-        features.append(torch.stack([backbone(*v).float().flatten(1) for v in views]).mean(0)
-                        .cpu())
+        features.append(torch.stack([backbone(*view).float().flatten(1)
+                                     for view in flipped_views(inputs, tta)]).mean(0).cpu())
         keys["label"] += batch["label"].tolist()
         keys["index"] += batch["index"].tolist()
         for key in ("sample_id", "group"):

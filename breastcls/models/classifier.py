@@ -175,13 +175,16 @@ def class_probabilities(model: nn.Module, x: torch.Tensor,
                         baseline: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax probabilities, averaged over flipped views when ``tta`` names flips
     (``hflip``, ``vflip``; ``True`` means both); a pair model's baseline flips with the image."""
-    flips = [None, *(FLIP_DIMS[f] for f in tta_views(tta))]
-    def view(t: torch.Tensor, dim: int | None) -> torch.Tensor:
-        return t if dim is None else t.flip(dim)
-    if baseline is None:
-        return torch.stack([model(view(x, d)).float().softmax(dim=1) for d in flips]).mean(0)
-    return torch.stack([model(view(x, d), view(baseline, d)).float().softmax(dim=1)
-                        for d in flips]).mean(0)
+    inputs = [x] if baseline is None else [x, baseline]
+    return torch.stack([model(*view).float().softmax(dim=1)
+                        for view in flipped_views(inputs, tta)]).mean(0)
+
+
+def flipped_views(inputs: Sequence[torch.Tensor], tta: bool | Sequence[str] | None
+                  ) -> list[list[torch.Tensor]]:
+    """``inputs`` as given, then flipped by each of ``tta``'s flips, all inputs (a pair model's
+    lesion and baseline patch) alike."""
+    return [list(inputs), *([t.flip(FLIP_DIMS[f]) for t in inputs] for f in tta_views(tta))]
 
 
 def takes_pairs(model: nn.Module) -> bool:

@@ -165,9 +165,9 @@ def evaluate_detection(model: torch.nn.Module, datamodule: Any, splits: Sequence
 
 
 def mean_average_precision(found: Sequence[dict], targets: Sequence[dict],
-                           names: Sequence[str] = ()) -> dict[str, float]:
-    """COCO mAP, mAP@0.5, mAP@0.75 and ``ap_<class name>`` per box class (``ap_class<k>``
-    without names); a class absent from both truth and detections has AP -1, as in COCO."""
+                           names: Sequence[str]) -> dict[str, float]:
+    """COCO mAP, mAP@0.5, mAP@0.75 and ``ap_<name>`` per box class (0-based labels index
+    ``names``); a class absent from both truth and detections has AP -1, as in COCO."""
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True,
                                   backend="pycocotools")
     metric.update(list(found), list(targets))
@@ -175,7 +175,7 @@ def mean_average_precision(found: Sequence[dict], targets: Sequence[dict],
     out = {k: float(result[k]) for k in ("map", "map_50", "map_75")}
     classes = result["classes"].reshape(-1).tolist()
     for c, ap in zip(classes, result["map_per_class"].reshape(-1).tolist(), strict=True):
-        out[f"ap_{names[int(c)]}" if int(c) < len(names) else f"ap_class{int(c)}"] = float(ap)
+        out[f"ap_{names[int(c)]}"] = float(ap)
     return out
 
 
