@@ -17,9 +17,11 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from rich.progress import track
 from torchmetrics.detection import MeanAveragePrecision
 
+from breastcls.data.busi_boxes import busi_box_records
 from breastcls.data.readers import DataError
 from breastcls.labelling import steps
 from breastcls.labelling.boxes import ImageBoxes
@@ -43,10 +45,10 @@ def simulate(cfg: DictConfig) -> pd.DataFrame:
     """Run ``simulate.rounds`` rounds per strategy; write curve.csv and curve.png in workdir."""
     settings = cfg.simulate
     workdir = Path(cfg.workdir)
-    if not settings.source:
-        raise DataError("simulate needs the ground truth: simulate.source=<COCO file>")
-    source = Path(settings.source)
-    truth, names = read_images(source)
+    if settings.source:
+        truth, names = read_images(Path(settings.source))
+    else:
+        truth, names = busi_truth(Path(cfg.paths.data_dir) / "busi")
     initial, pool, test = split_images(truth, settings.initial_images, settings.test_fraction,
                                        settings.max_images, cfg.seed)
     initial_file = write_images(workdir / "initial.json", initial, names)
@@ -58,6 +60,25 @@ def simulate(cfg: DictConfig) -> pd.DataFrame:
     plot_curve(curve, workdir / "curve.png")
     log.info("simulated loop: %s, %s", workdir / "curve.csv", workdir / "curve.png")
     return curve
+
+
+def busi_truth(root: Path) -> tuple[list[ImageBoxes], list[str]]:
+    """BUSI's mask boxes as the ground truth (normal images without boxes); images whose
+    masks hold no lesion are left out and named in the log."""
+    if not root.is_dir():
+        raise DataError(f"simulate: no BUSI folder at {root}; set paths.data_dir (or "
+                        "BREASTCLS_DATA_DIR), or simulate.source=<ground-truth COCO file>")
+    table = busi_box_records(root, on_bad_file="skip")
+    for problem in table.skipped:
+        log.warning("simulate: left out %s", problem)
+    names = ["benign", "malignant"]
+    truth = []
+    for row in table.records.itertuples(index=False):
+        with Image.open(row.path) as image:
+            width, height = image.size
+        truth.append(ImageBoxes(str(row.path), width, height, row.boxes,
+                                [names[label] for label in row.box_labels]))
+    return truth, names
 
 
 def split_images(images: Sequence[ImageBoxes], initial: int, test_fraction: float,
