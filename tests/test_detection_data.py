@@ -12,10 +12,11 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from breastcls.data.build import build_datamodule
 from breastcls.data.busi_boxes import busi_box_records, mask_box
 from breastcls.data.coco import coco_records
 from breastcls.data.readers import DataError, read_image
-from tests.conftest import require_real_data
+from tests.conftest import compose_train, require_real_data
 
 
 def test_every_real_mask_box_covers_its_lesion():
@@ -108,3 +109,12 @@ def test_coco_records_and_bad_boxes(tmp_path: Path):
         assert "ann.json" in str(err.value)
     skipped = coco_records(None, annotations=_coco(tmp_path, [1, 2, 3, 3], 1), on_bad_file="skip")
     assert len(skipped) == 1
+
+
+def test_coco_data_config_reads_its_annotations_file(tmp_path: Path):
+    cfg = compose_train(["experiment=busi_fasterrcnn_mobilenet", "data=coco",
+                         f"data.annotations={_coco(tmp_path, [1, 2, 10, 10], 2)}",
+                         f"paths.cache_dir={tmp_path / 'cache'}"], output_dir=tmp_path / "run")
+    datamodule = build_datamodule(cfg.data)
+    assert datamodule.box_classes == ("benign", "malignant")
+    assert datamodule.table.records["boxes"][0] == [[1, 2, 11, 12]]

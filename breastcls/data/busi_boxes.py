@@ -78,8 +78,8 @@ class DetectionDataModule(RecordsDataModule):
 
     def __init__(self, *args: Any, annotations: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if annotations:
-            self.hparams.records["annotations"] = str(annotations)
+        if annotations:  # the records builder's own argument; the table is built from it
+            self.records_config = {**self.records_config, "annotations": str(annotations)}
         self.hparams.annotations = str(annotations)
 
     @property
