@@ -1,5 +1,5 @@
-"""Retraining the labelling loop's detector for real: breastcls.train on the pool's COCO file,
-then fine-tuned again from that round's weights."""
+"""The labelling loop's detector trained for real: breastcls.train on the pool's COCO file, then
+fine-tuned again from that round's weights; a simulated round around it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from PIL import Image
 
 from breastcls.labelling.boxes import ImageBoxes
 from breastcls.labelling.rounds import write_images
+from breastcls.labelling.simulate import simulate
 from breastcls.labelling.training import fine_tune
 from breastcls.models.detector import DetectorModule, detect
+from tests.conftest import compose_train
 from tests.test_labelling_steps import CLASSES
 
 TINY = ["experiment=busi_fasterrcnn_mobilenet", "model.pretrained=null", "data.image_size=64",
@@ -33,7 +35,7 @@ def _images(folder: Path, count: int) -> list[ImageBoxes]:
 
 
 def test_fine_tune_trains_on_the_pool_then_from_its_own_weights(tmp_path: Path) -> None:
-    pool = write_images(tmp_path / "pool.json", _images(tmp_path / "images", 20), CLASSES)
+    pool = write_images(tmp_path / "pool.json", _images(tmp_path / "images", 40), CLASSES)
     settings = [*TINY, f"paths.cache_dir={tmp_path / 'cache'}"]
     first = fine_tune(pool, None, tmp_path / "round_000", settings, str(tmp_path), 0)
     second = fine_tune(pool, str(first), tmp_path / "round_001", settings, str(tmp_path), 0)
@@ -46,3 +48,16 @@ def test_fine_tune_trains_on_the_pool_then_from_its_own_weights(tmp_path: Path) 
     found = detect(model, [tmp_path / "images" / "case (1).png"], batch_size=1,
                    score_threshold=0.0)
     assert set(found[0]) >= {"boxes", "scores", "labels"}
+
+
+def test_simulated_round_with_real_training(tmp_path: Path) -> None:
+    source = write_images(tmp_path / "truth.json", _images(tmp_path / "images", 40), CLASSES)
+    overrides = ",".join(f'"{o}"' for o in [*TINY, f"paths.cache_dir={tmp_path / 'cache'}"])
+    cfg = compose_train([f"workdir={tmp_path / 'loop'}", f"simulate.source={source}",
+                         "simulate.strategies=[random]", "simulate.rounds=1",
+                         "simulate.initial_images=20", "simulate.images_per_round=4",
+                         f"train.overrides=[{overrides}]"],
+                        output_dir=tmp_path / "run", config_name="label")
+    curve = simulate(cfg)
+    assert curve["labelled_images"].tolist() == [20, 24]
+    assert (tmp_path / "loop" / "random" / "round_001" / "model.ckpt").is_file()

@@ -18,7 +18,6 @@ import torch
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from rich.progress import track
 from torchmetrics.detection import MeanAveragePrecision
 
 from breastcls.data.busi_boxes import busi_box_records
@@ -108,7 +107,8 @@ def run_strategy(cfg: DictConfig, strategy: str, workdir: Path, initial: Path,
                                              cfg.simulate.images_per_round}})
     model_path = steps.retrain(OmegaConf.merge(step, {"round": 0}))
     rows = [(strategy, 0, len(labelled_images(workdir)), *test_map(model_path, test, cfg))]
-    for number in track(range(1, cfg.simulate.rounds + 1), description=f"simulate {strategy}"):
+    # Logged per round, not a rich progress bar: training's own bar would nest inside it.
+    for number in range(1, cfg.simulate.rounds + 1):
         folder = steps.propose(step)
         proposed, _ = read_images(folder / PROPOSALS_COCO)
         reviewed = write_images(folder / "ground_truth.json",
@@ -117,7 +117,7 @@ def run_strategy(cfg: DictConfig, strategy: str, workdir: Path, initial: Path,
         model_path = steps.retrain(step)
         rows.append((strategy, number, len(labelled_images(workdir)),
                      *test_map(model_path, test, cfg)))
-        log.info("%s round %d: %s", strategy, number, rows[-1])
+        log.info("%s round %d/%d: %s", strategy, number, cfg.simulate.rounds, rows[-1])
     return rows
 
 
