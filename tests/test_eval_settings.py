@@ -37,6 +37,8 @@ MODULE = "breastcls.models.classifier.ImageClassifier"
      r"optimized_metric='test/auc' will not be computed.*\['train', 'val'\]"),
     (["optimized_metric=val/aucc"], ValueError, r"optimized_metric='val/aucc'.*'auc_acc_mean'"),
     (["eval_splits=[train,vall]"], ValueError, r"unknown split\(s\) \['vall'\]"),
+    (["experiment=busi_fasterrcnn_mobilenet", "optimized_metric=val/auc"], ValueError,
+     r"optimized_metric='val/auc'.*'map_50'.*'ap_malignant'.*'froc_sens@4fp'"),
 ])
 def test_bad_setting_fails_with_the_fix(overrides, error, message, tmp_path):
     with pytest.raises(error, match=message):
@@ -66,6 +68,8 @@ def test_exclude_test_is_refused_under_cv_pool_all(tmp_path):
 @pytest.mark.parametrize("overrides", [
     [], ["experiment=breastmnist_best"], ["hparams_search=breastmnist_tpe"],
     ["evaluation.threshold.method=youden", "optimized_metric=test@0.5/auc"],
+    ["experiment=busi_fasterrcnn_r50"], ["experiment=busi_fasterrcnn_mobilenet", "data=coco"],
+    ["experiment=busi_fasterrcnn_r101", "optimized_metric=val/ap_benign"],
 ])
 def test_shipped_settings_pass(overrides, tmp_path):
     validate_settings(compose_train(overrides, tmp_path))

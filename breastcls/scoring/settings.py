@@ -13,6 +13,7 @@ import pandas as pd
 from breastcls.analysis.thresholds import METHODS
 from breastcls.metrics import TABLE_METRICS
 from breastcls.models.classifier import tta_views
+from breastcls.scoring.detection import FROC_RATES
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,12 @@ def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> 
         model = cfg.get("model") or {}
         if method or model.get("threshold", 0.5) != 0.5:
             scored += [f"{s}@0.5" for s in scored]
-        metrics = [*TABLE_METRICS, "auc_acc_mean"]
+        data = cfg.get("data") or {}
+        if data.get("task") == "detection":  # no thresholds: the detections are scored as found
+            scored = splits
+            metrics = detection_metric_names((data.get("records") or {}).get("classes"))
+        else:
+            metrics = [*TABLE_METRICS, "auc_acc_mean"]
         split, _, metric = str(name).partition("/")
         if split not in scored or metric not in metrics:
             raise ValueError(
@@ -100,3 +106,10 @@ def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> 
                 f"on eval_splits={splits}, so choose <split>/<metric> with split in "
                 f"{list(dict.fromkeys(scored))} and metric in {metrics}, add the split to "
                 "eval_splits, or set optimized_metric=null (no sweep)")
+
+
+def detection_metric_names(classes: list[str] | None) -> list[str]:
+    """The scalar scores of a detection split; per-class AP names need the class list
+    (``data.records.classes``; a COCO file's own categories are known only once read)."""
+    per_class = [f"ap_{name}" for name in classes or []]
+    return ["map", "map_50", "map_75", *per_class, *(f"froc_sens@{r:g}fp" for r in FROC_RATES)]
