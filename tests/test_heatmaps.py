@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from breastcls.analysis.heatmaps import slide_maps
-from tests.conftest import ROOT
+from breastcls.heatmaps import heatmaps
+from tests.conftest import ROOT, compose_train
 
 # An "L" of positive patches on a 5 x 4 patch grid; (row 4, col 3) has no patch (off tissue).
 L_SHAPE = np.array([[1, 0, 0, 0],
@@ -84,3 +85,14 @@ def test_cli_mistakes_are_one_message(tmp_path, override, message):
     proc = run_cli(fake_run(tmp_path / "run"), tmp_path / "out", override)
     assert proc.returncode == 1
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_heatmaps_reach_wandb_offline_without_an_account(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run = fake_run(tmp_path / "run")
+    heatmaps(compose_train([f"run={run}", "wandb=true"], tmp_path / "out",
+                           config_name="heatmaps"))
+    logged = sorted(p.name for p in (run / "heatmaps" / "test").rglob("offline-run-*/files/media/"
+                                                                      "images/heatmaps/*.png"))
+    assert [name.split("_")[0] for name in logged] == ["1234", "5678"]

@@ -70,8 +70,11 @@ def test_bad_settings_are_named(kwargs, message):
         build_scratch_cnn(**kwargs)
 
 
+# Xception: the study counts 16M; the network has 20.8M with a 2-class head (Keras's Xception,
+# 20.9M, also counts BatchNorm's running statistics).
 @pytest.mark.parametrize(("experiment", "study_parameters"), [
-    ("idc_initial_cnn", 1.2e6), ("idc_own_cnn", 2.7e6)])
+    ("idc_initial_cnn", 1.2e6), ("idc_own_cnn", 2.7e6), ("idc_xception", 20.8e6),
+    ("idc_initial_cnn_unweighted", 1.2e6), ("idc_own_cnn_unweighted", 2.7e6)])
 def test_idc_networks_have_the_study_sizes(experiment, study_parameters, tmp_path):
     cfg = compose_train([f"experiment={experiment}"], tmp_path)
     count = sum(p.numel() for p in instantiate(cfg.model).parameters())
@@ -102,3 +105,12 @@ def test_idc_experiments_train(experiment, tmp_path):
     metrics = _train([f"experiment={experiment}", f"data.root={root}",
                       "data.split.test_fraction=0.25"], tmp_path)
     assert 0 <= metrics["test/acc"] <= 1
+
+
+@pytest.mark.parametrize("experiment", ["idc_initial_cnn", "idc_own_cnn", "idc_xception"])
+def test_each_idc_row_has_an_unweighted_twin(experiment, tmp_path):
+    weighted = compose_train([f"experiment={experiment}"], tmp_path)
+    plain = compose_train([f"experiment={experiment}_unweighted"], tmp_path)
+    assert weighted.model.class_weights == "balanced" and plain.model.class_weights is None
+    plain.model.class_weights, plain.tags = "balanced", weighted.tags
+    assert plain == weighted
