@@ -78,11 +78,14 @@ def _config(tmp_path: Path, *overrides: str) -> DictConfig:
 
 
 def _images(folder: Path, count: int) -> list[ImageBoxes]:
+    """Distinct noise images (identical ones would form one duplicate group when a real run
+    splits them) with a box each, and a mask file that the pool must leave out."""
     folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
     truth = []
     for number in range(count):
         path = folder / f"case ({number}).png"
-        Image.fromarray(np.zeros((60, 80), np.uint8)).save(path)
+        Image.fromarray(rng.integers(0, 255, (60, 80), dtype=np.uint8)).save(path)
         truth.append(ImageBoxes(str(path), 80, 60, [[12, 10, 40, 30]], [CLASSES[number % 2]]))
     Image.fromarray(np.zeros((60, 80), np.uint8)).save(folder / "case (0)_mask.png")
     return truth

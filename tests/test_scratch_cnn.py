@@ -73,8 +73,7 @@ def test_bad_settings_are_named(kwargs, message):
 # Xception: the study counts 16M; the network has 20.8M with a 2-class head (Keras's Xception,
 # 20.9M, also counts BatchNorm's running statistics).
 @pytest.mark.parametrize(("experiment", "study_parameters"), [
-    ("idc_initial_cnn", 1.2e6), ("idc_own_cnn", 2.7e6), ("idc_xception", 20.8e6),
-    ("idc_initial_cnn_unweighted", 1.2e6), ("idc_own_cnn_unweighted", 2.7e6)])
+    ("idc_initial_cnn", 1.2e6), ("idc_own_cnn", 2.7e6), ("idc_xception", 20.8e6)])
 def test_idc_networks_have_the_study_sizes(experiment, study_parameters, tmp_path):
     cfg = compose_train([f"experiment={experiment}"], tmp_path)
     count = sum(p.numel() for p in instantiate(cfg.model).parameters())

@@ -64,13 +64,10 @@ def simulate(cfg: DictConfig) -> pd.DataFrame:
 def busi_truth(root: Path) -> tuple[list[ImageBoxes], list[str]]:
     """BUSI's mask boxes as the ground truth (normal images without boxes); images whose
     masks hold no lesion are left out and named in the log."""
-    if not root.is_dir():
-        raise DataError(f"simulate: no BUSI folder at {root}; set paths.data_dir (or "
-                        "BREASTCLS_DATA_DIR), or simulate.source=<ground-truth COCO file>")
-    table = busi_box_records(root, on_bad_file="skip")
+    table = busi_box_records(root, on_bad_file="skip")  # a missing folder: its own DataError
     for problem in table.skipped:
         log.warning("simulate: left out %s", problem)
-    names = ["benign", "malignant"]
+    names = list(table.classes.names[1:])  # after no_lesion: the box classes
     truth = []
     for row in table.records.itertuples(index=False):
         with Image.open(row.path) as image:

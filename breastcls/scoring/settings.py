@@ -87,17 +87,17 @@ def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> 
 
     name = cfg.get("optimized_metric") if optimized_metric else None
     if name:
-        scored = [*splits, *(["val"] if method else [])]
-        if settings.get("exclude_test") and "test" in splits:
-            scored.append("test_dedup")
-        model = cfg.get("model") or {}
-        if method or model.get("threshold", 0.5) != 0.5:
-            scored += [f"{s}@0.5" for s in scored]
         data = cfg.get("data") or {}
-        if data.get("task") == "detection":  # no thresholds: the detections are scored as found
-            scored = splits
+        if data.get("task") == "detection":  # scored as found: no threshold, no @0.5 rows
+            scored = list(splits)
             metrics = detection_metric_names((data.get("records") or {}).get("classes"))
         else:
+            scored = [*splits, *(["val"] if method else [])]
+            if settings.get("exclude_test") and "test" in splits:
+                scored.append("test_dedup")
+            model = cfg.get("model") or {}
+            if method or model.get("threshold", 0.5) != 0.5:
+                scored += [f"{s}@0.5" for s in scored]
             metrics = [*TABLE_METRICS, "auc_acc_mean"]
         split, _, metric = str(name).partition("/")
         if split not in scored or metric not in metrics:
