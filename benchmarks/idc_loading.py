@@ -94,7 +94,7 @@ def main() -> None:
         build_s = time.perf_counter() - start
         # The loaders every data module serves: the cache in memory, batches built whole.
         data = ArrayDataset(torch.from_numpy(np.array(cached.images)),
-                            torch.as_tensor(records["label"].to_numpy()),
+                            torch.tensor(records["label"].to_numpy()),
                             build_transform(None, [0.5] * 3, [0.5] * 3, 3))
         cache_s, cache_n = epoch(DataLoader(data.as_whole_batches(), batch_size=128,
                                             collate_fn=collate, num_workers=0), "image")

@@ -113,3 +113,28 @@ def test_batches_built_whole_equal_per_image_samples():
     augmented = data.with_transform(build_transform({"flip": torch.nn.Identity()}, [0.5], [0.5],
                                                     3))
     assert not deterministic(augmented.transform) and deterministic(data.transform)
+
+
+def test_scale_normalize_equals_torchvision_steps():
+    """The fused conversion gives ToDtype(scale) + Normalize's values for 8- and 16-bit images,
+    leaves boxes and a float input untouched."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from breastcls.data.arrays import ScaleNormalize, build_transform
+
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
+    reference = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    fused = build_transform(None, mean, std, 3)
+    for dtype, top in ((torch.uint8, 256), (torch.uint16, 65536)):
+        images = torch.randint(0, top, (4, 3, 9, 7), dtype=torch.int32).to(dtype)
+        torch.testing.assert_close(fused(images), reference(images), rtol=0, atol=1e-6)
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[1.0, 2.0, 5.0, 6.0]]), format="XYXY",
+                                     canvas_size=(9, 7))
+    out = fused({"image": tv_tensors.Image(images[0].to(torch.uint8)), "boxes": boxes})
+    assert isinstance(out["image"], tv_tensors.Image) and out["image"].dtype == torch.float32
+    assert torch.equal(out["boxes"], boxes)
+    floats = torch.rand(1, 5, 5)
+    kept = floats.clone()
+    torch.testing.assert_close(ScaleNormalize([0.5], [0.5])(floats), (kept - 0.5) / 0.5)
+    assert torch.equal(floats, kept)
