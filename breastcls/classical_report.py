@@ -60,8 +60,9 @@ def write_table(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> pd.DataFram
 def collect_tables(folder: Path) -> pd.DataFrame:
     """Every run's ``results.csv`` under ``folder`` (a multirun: one run a Table 2 row), written
     as ``table.csv`` and ``table.md`` in ``folder``."""
-    frames = [pd.read_csv(p, keep_default_na=False).assign(run=p.parent.relative_to(folder)
-                                                           .as_posix())
+    # As text: the rows keep their written digits (0.800 is not shortened to 0.8).
+    frames = [pd.read_csv(p, dtype=str, keep_default_na=False)
+              .assign(run=p.parent.relative_to(folder).as_posix())
               for p in sorted(folder.rglob(TABLE_FILE))]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
     table.to_csv(folder / "table.csv", index=False)

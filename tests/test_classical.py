@@ -105,6 +105,8 @@ def test_multirun_collects_the_table_and_optuna_searches(tmp_path: Path):
     assert sorted(table["pipeline"]) == ["Lasso + SMOTE + logistic regression",
                                          "Lasso + linear SVM"]
     assert (sweep / "table.md").read_text().startswith("| pipeline |")
+    written = pd.read_csv(sweep / "table.csv", dtype=str)["balanced acc"]
+    assert written.str.fullmatch(r"\d\.\d{3}").all()  # three digits, as each run wrote them
     study = tmp_path / "study"
     run_cli("breastcls.classical", "-m", "hparams_search=classical_tpe", f"features={features}",
             "hydra.sweeper.n_trials=3", "bootstrap.n_resamples=20", "cv.folds=3",
