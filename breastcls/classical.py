@@ -48,13 +48,14 @@ def run_classical(cfg: DictConfig) -> dict[str, float]:
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = read_table(cfg.features, cfg.get("labels"))
-    positive = positive_class_of(cfg.features, cfg.positive_class)
+    n_classes = int(frame["label"].max()) + 1
+    # Only a binary task has a positive class; multi-class scores are macro averages.
+    positive = positive_class_of(cfg.features, cfg.positive_class) if n_classes == 2 else 0
     settings = OmegaConf.to_container(cfg.classical, resolve=True)
     bootstrap = OmegaConf.to_container(cfg.bootstrap, resolve=True)
     pipeline = build_pipeline(settings, cfg.seed)
     cv_splits = list(cfg.cv_splits) if cfg.mode == "cv" else [cfg.fit_split]
     data = select_splits(frame, cv_splits, cfg.features)
-    n_classes = int(frame["label"].max()) + 1
     cv = cross_validate(pipeline, data, cfg.cv.folds, cfg.cv.seed)
     cv_scores = scores_with_ci(cv.probs, data.labels, data.groups, positive, bootstrap)
     folds = cv.summary()
@@ -62,7 +63,7 @@ def run_classical(cfg: DictConfig) -> dict[str, float]:
     rows = [table_row(name, features, f"{cfg.cv.folds}-fold CV on {'+'.join(cv_splits)}",
                       len(data), cv_scores, folds, folds["features_kept_mean"])]
     metrics: dict[str, Any] = {"task": "classical", "pipeline": settings,
-                               "positive_class": positive,
+                               "positive_class": positive if n_classes == 2 else None,
                                "features": str(Path(cfg.features).resolve()),
                                "cv": {**cv_scores["values"], **folds},
                                "cv_ci": cv_scores["ci"]}

@@ -49,12 +49,12 @@ class Image:
         return f"{self.file_id}_{self.hash}_MG_{self.side}_{self.view}_ANON.dcm"
 
 
-def default_images() -> list[Image]:
-    """Forty-ish images of ten patients; one BI-RADS value per patient and breast, cycling
-    through all eight, so both tasks see every class in several patients."""
+def default_images(patients: int = 10) -> list[Image]:
+    """Forty-ish images of ten patients (by default); one BI-RADS value per patient and breast,
+    cycling through all eight, so both tasks see every class in several patients."""
     images = []
     k = 0
-    for p in range(1, 11):
+    for p in range(1, patients + 1):
         patient, digest = f"P{p:02d}", f"{p:02x}" * 8
         for s, side in enumerate(("L", "R")):
             birads = BIRADS_CYCLE[(2 * p + s) % len(BIRADS_CYCLE)]

@@ -41,21 +41,22 @@ class SplitSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"splits.mode={self.mode!r}; choose one of {MODES}")
+            raise ValueError(f"data.split.mode={self.mode!r}; choose one of {MODES}")
         if self.pool not in POOLS:
-            raise ValueError(f"splits.pool={self.pool!r}; choose one of {POOLS}")
+            raise ValueError(f"data.split.pool={self.pool!r}; choose one of {POOLS}")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 <= value < 1:
-                raise ValueError(f"splits.{name}={value} must lie in [0, 1)")
+                raise ValueError(f"data.split.{name}={value} must lie in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"splits.val_fraction + splits.test_fraction = "
+            raise ValueError(f"data.split.val_fraction + data.split.test_fraction = "
                              f"{self.val_fraction + self.test_fraction} must be below 1")
         if self.folds < 2:
-            raise ValueError(f"splits.folds={self.folds} must be at least 2")
+            raise ValueError(f"data.split.folds={self.folds} must be at least 2")
         if not 0 <= self.fold < self.folds:
-            raise ValueError(f"splits.fold={self.fold} must lie in [0, splits.folds={self.folds}),"
-                             f" i.e. one of {list(range(self.folds))}")
+            raise ValueError(f"data.split.fold={self.fold} must lie in "
+                             f"[0, data.split.folds={self.folds}), i.e. one of "
+                             f"{list(range(self.folds))}")
 
 
 def _holdout(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
@@ -98,7 +99,7 @@ def _fold_of(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fol
 def _official(records: pd.DataFrame) -> np.ndarray:
     """The records' official split, refused when absent, incomplete or unknown."""
     if "split" not in records:
-        raise ValueError("splits.mode='official' needs a 'split' column in the records")
+        raise ValueError("data.split.mode='official' needs a 'split' column in the records")
     split = records["split"]
     bad = split.isna() | ~split.isin(SPLITS)
     if bad.any():
