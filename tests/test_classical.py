@@ -121,6 +121,9 @@ def test_multirun_collects_the_table_and_optuna_searches(tmp_path: Path):
             "hydra.sweeper.n_trials=3", "bootstrap.n_resamples=20", "cv.folds=3",
             f"hydra.sweep.dir={study}")
     assert (study / "optuna.db").is_file()
+    rerun = (study / "best.yaml").read_text().splitlines()[2]
+    assert rerun.startswith("# Run it again: python -m breastcls.classical features=")
+    assert "classical.selection.alpha=" in rerun  # the best trial's searched values
     assert len(list(study.rglob("metrics.json"))) == 3
 
 

@@ -102,8 +102,7 @@ def best_experiment_yaml(study: optuna.Study) -> str:
     lines = ["# @package _global_",
              f"# Best trial of the Optuna study {study.study_name!r}: trial {best.number}, "
              f"{metric} = {best.value:.6g}.",
-             "# Copy to conf/experiment/NAME.yaml and run: "
-             "python -m breastcls.train experiment=NAME",
+             *_how_to_rerun(study.user_attrs.get("task_name"), overrides, best.params),
              "# Search space:",
              *(f"#   {k}: {space.get(k, '?')}" for k in sorted(k.lstrip("+~")
                                                             for k in best.params))]
@@ -114,6 +113,16 @@ def best_experiment_yaml(study: optuna.Study) -> str:
     lines.append("")
     body = OmegaConf.to_yaml(values) if len(values) else ""
     return "\n".join(lines) + body
+
+
+def _how_to_rerun(task: str | None, fixed: list[Any], best: dict[str, Any]) -> list[str]:
+    """The comment saying how to run the best trial again: an experiment file for training,
+    the same overrides on the command line for the other entry points (e.g. classical)."""
+    if task in (None, "train"):
+        return ["# Copy to conf/experiment/NAME.yaml and run: "
+                "python -m breastcls.train experiment=NAME"]
+    args = [o.input_line for o in fixed] + [f"{k}={v}" for k, v in best.items()]
+    return [f"# Run it again: python -m breastcls.{task} {' '.join(args)}"]
 
 
 def save_plots(study: optuna.Study, out_dir: Path) -> list[Path]:

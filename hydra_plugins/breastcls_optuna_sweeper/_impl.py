@@ -231,6 +231,7 @@ class OptunaSweeperImpl(Sweeper):
         study.set_user_attr("monitor", self.monitor)
         choices = OmegaConf.select(self.config, "hydra.runtime.choices") or {}
         study.set_user_attr("experiment", choices.get("experiment"))
+        study.set_user_attr("task_name", self.config.get("task_name"))  # whose entry point
         # best.yaml rebuilds each trial's config: the overrides every trial shared, and which
         # keys name config groups (they go into its defaults list).
         study.set_user_attr(FIXED_ATTR, [f"{k}={v}" for k, v in self.fixed.items()])
