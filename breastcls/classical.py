@@ -50,7 +50,7 @@ def run_classical(cfg: DictConfig) -> dict[str, float]:
     frame = read_table(cfg.features, cfg.get("labels"))
     n_classes = int(frame["label"].max()) + 1
     # Only a binary task has a positive class; multi-class scores are macro averages.
-    positive = positive_class_of(cfg.features, cfg.positive_class) if n_classes == 2 else 0
+    positive = positive_class_of(cfg.features, cfg.positive_class) if n_classes == 2 else None
     settings = OmegaConf.to_container(cfg.classical, resolve=True)
     bootstrap = OmegaConf.to_container(cfg.bootstrap, resolve=True)
     pipeline = build_pipeline(settings, cfg.seed)
@@ -63,7 +63,7 @@ def run_classical(cfg: DictConfig) -> dict[str, float]:
     rows = [table_row(name, features, f"{cfg.cv.folds}-fold CV on {'+'.join(cv_splits)}",
                       len(data), cv_scores, folds, folds["features_kept_mean"])]
     metrics: dict[str, Any] = {"task": "classical", "pipeline": settings,
-                               "positive_class": positive if n_classes == 2 else None,
+                               "positive_class": positive,
                                "features": str(Path(cfg.features).resolve()),
                                "cv": {**cv_scores["values"], **folds},
                                "cv_ci": cv_scores["ci"]}

@@ -107,8 +107,8 @@ def fit(pipeline: Pipeline, data: FeatureSet, where: str) -> Pipeline:
     except ValueError as err:
         raise DataError(f"the pipeline cannot be fitted on {where} ({len(data)} rows, class "
                         f"counts {np.bincount(data.labels).tolist()}): {str(err).rstrip('.')}. "
-                        "With few samples lower classical.smote.k_neighbors or cv.folds (an "
-                        "SVM's probabilities need 5 samples of each class)") from None
+                        "With few samples lower classical.smote.k_neighbors, cv.folds or, for "
+                        "an SVM, its calibration folds classical.classifier.cv") from None
 
 
 def kept_features(model: Pipeline, n_features: int) -> np.ndarray:

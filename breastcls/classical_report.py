@@ -22,11 +22,12 @@ COLUMNS = ("pipeline", "features", "evaluated on", "n", "features kept",
 
 
 def scores_with_ci(probs: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                   positive_class: int, bootstrap: Mapping[str, Any]) -> dict[str, Any]:
+                   positive_class: int | None, bootstrap: Mapping[str, Any]) -> dict[str, Any]:
     """Every metric of ``breastcls.metrics`` at threshold 0.5, with percentile intervals of
-    ``bootstrap.n_resamples`` resamples (of whole groups when a group holds several rows)."""
+    ``bootstrap.n_resamples`` resamples (of whole groups when a group holds several rows).
+    ``positive_class`` is None for a multi-class task (macro averages)."""
     grouped = len(np.unique(groups)) < len(groups)
-    intervals = bootstrap_ci(probs, labels, positive_class, 0.5,
+    intervals = bootstrap_ci(probs, labels, positive_class or 0, 0.5,
                              int(bootstrap["n_resamples"]), float(bootstrap["confidence"]),
                              int(bootstrap["seed"]), groups=list(groups) if grouped else None)
     return {"values": {k: v["value"] for k, v in intervals.items()},

@@ -13,6 +13,7 @@ import pytest
 from sklearn.model_selection import StratifiedGroupKFold
 
 from breastcls.classical import run_classical
+from breastcls.classical_report import collect_tables, table_row, write_table
 from tests.conftest import compose_train
 from tests.test_train import run_cli
 
@@ -114,8 +115,6 @@ def test_multirun_collects_the_table_and_optuna_searches(tmp_path: Path):
     assert sorted(table["pipeline"]) == ["Lasso + SMOTE + logistic regression",
                                          "Lasso + linear SVM"]
     assert (sweep / "table.md").read_text().startswith("| pipeline |")
-    written = pd.read_csv(sweep / "table.csv", dtype=str)["balanced acc"]
-    assert written.str.fullmatch(r"\d\.\d{3}").all()  # three digits, as each run wrote them
     study = tmp_path / "study"
     run_cli("breastcls.classical", "-m", "hparams_search=classical_tpe", f"features={features}",
             "hydra.sweeper.n_trials=3", "bootstrap.n_resamples=20", "cv.folds=3",
@@ -125,6 +124,18 @@ def test_multirun_collects_the_table_and_optuna_searches(tmp_path: Path):
     assert rerun.startswith("# Run it again: python -m breastcls.classical features=")
     assert "classical.selection.alpha=" in rerun  # the best trial's searched values
     assert len(list(study.rglob("metrics.json"))) == 3
+
+
+def test_collected_table_keeps_each_runs_digits(tmp_path: Path):
+    row = table_row("Lasso + linear SVM", "features_resnet50", "test", 12,
+                    {"values": {"balanced_acc": 0.8, "acc": 0.75, "auc": 0.9},
+                     "ci": {m: {"low": 0.5, "high": 1.0} for m in ("acc", "auc")}}, kept=3.0)
+    for run in ("0", "1"):
+        (tmp_path / run).mkdir()
+        write_table([row], tmp_path / run)
+    table = collect_tables(tmp_path)
+    assert list(table["balanced acc"]) == ["0.800", "0.800"]  # not shortened to 0.8
+    assert "| 0.800 | 0.750 (0.500 to 1.000) |" in (tmp_path / "table.md").read_text()
 
 
 @pytest.mark.parametrize(("edit", "message"), [

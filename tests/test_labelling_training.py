@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from breastcls.labelling.rounds import write_images
 from breastcls.labelling.simulate import simulate
 from breastcls.labelling.training import fine_tune
@@ -26,6 +28,10 @@ def test_fine_tune_trains_on_the_pool_then_from_its_own_weights(tmp_path: Path) 
     model = DetectorModule.load_from_checkpoint(second, map_location="cpu")
     assert list(model.hparams.class_names) == CLASSES
     assert model.hparams.init_from == str(first)
+    # The second round started from the first round's weights, not from a fresh detector.
+    start = DetectorModule(**model.hparams).state_dict()
+    first_weights = torch.load(first, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(start[k], v) for k, v in first_weights.items())
     found = detect(model, [tmp_path / "images" / "case (1).png"], batch_size=1,
                    score_threshold=0.0)
     assert set(found[0]) >= {"boxes", "scores", "labels"}

@@ -116,10 +116,10 @@ def test_seeds_reproduce_and_differ(records, mode, pool) -> None:
 
 
 def test_official_split_must_be_complete(records) -> None:
-    with pytest.raises(ValueError, match="needs a 'split' column"):
+    with pytest.raises(DataError, match="needs a 'split' column"):
         assign_splits(records.drop(columns="split"), settings("official", "trainval", True))
     bad = records.assign(split=records["split"].where(records["sample_id"] != "P03_2", "dev"))
-    with pytest.raises(ValueError, match="P03_2"):
+    with pytest.raises(DataError, match="P03_2"):
         assign_splits(bad, settings("official", "trainval", True))
 
 

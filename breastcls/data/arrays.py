@@ -152,15 +152,15 @@ def deterministic(transform: Transform | None) -> bool:
 class ScaleNormalize(v2.Transform):
     """Integer images to float32 in [0, 1], normalised by ``mean`` and ``std``: the values of
     ``ToDtype(float32, scale=True)`` then ``Normalize(mean, std)`` up to rounding, in one
-    conversion and two in-place passes instead of four allocating ones, which is most of the
-    time of an epoch read from the cache. Boxes and other annotations pass unchanged."""
+    conversion and two in-place passes (torchvision's steps allocate a tensor each); that is
+    most of the time of an epoch read from the cache. Boxes and other annotations pass
+    unchanged."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
-        self.mean, self.std = list(mean), list(std)
-        std_ = torch.tensor(self.std).view(-1, 1, 1)
+        std_ = torch.tensor(list(std)).view(-1, 1, 1)
         self._per_unit = 1.0 / std_                     # times the [0, 1] value
-        self._shift = -torch.tensor(self.mean).view(-1, 1, 1) / std_
+        self._shift = -torch.tensor(list(mean)).view(-1, 1, 1) / std_
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(

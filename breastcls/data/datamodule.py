@@ -79,8 +79,8 @@ class RecordsDataModule(SplitsDataModule):
             raise ValueError(f"data.split.groups={self.grouping!r}; choose one of {GROUPINGS}")
         try:
             self.split_settings = SplitSettings(**split, grouped=self.grouping is not None)
-        except (TypeError, ValueError) as err:  # an unknown or out-of-range data.split key
-            raise DataError(str(err)) from None
+        except TypeError as err:  # an unknown data.split key
+            raise DataError(f"data.split: {err}") from None
         self.preprocessing = Preprocessing(image_size, fit, 3 if as_rgb else 1, voi)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -151,10 +151,7 @@ class RecordsDataModule(SplitsDataModule):
             clusters = duplicate_groups(thumbs.squeeze(1).round().byte().numpy(),
                                         records["label"].to_numpy())
             records["group"] = [f"dup{c}" for c in clusters]
-        try:
-            self.split_table = assign_splits(records, self.split_settings)
-        except ValueError as err:  # settings this data cannot meet (too few groups, folds)
-            raise DataError(f"data.split: {err}") from None
+        self.split_table = assign_splits(records, self.split_settings)
         self.split_table.insert(0, "index", range(len(records)))  # the prediction files' key
         log.info("splits (rows: split, columns: label):\n%s", split_summary(self.split_table))
         labels = torch.as_tensor(records["label"].to_numpy(copy=True), dtype=torch.long)

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
+from breastcls.data.errors import DataError
+
 MODES = ("official", "holdout", "kfold")
 POOLS = ("trainval", "all")
 SPLITS = ("train", "val", "test")
@@ -41,20 +43,20 @@ class SplitSettings:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"data.split.mode={self.mode!r}; choose one of {MODES}")
+            raise DataError(f"data.split.mode={self.mode!r}; choose one of {MODES}")
         if self.pool not in POOLS:
-            raise ValueError(f"data.split.pool={self.pool!r}; choose one of {POOLS}")
+            raise DataError(f"data.split.pool={self.pool!r}; choose one of {POOLS}")
         for name in ("val_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 <= value < 1:
-                raise ValueError(f"data.split.{name}={value} must lie in [0, 1)")
+                raise DataError(f"data.split.{name}={value} must lie in [0, 1)")
         if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"data.split.val_fraction + data.split.test_fraction = "
+            raise DataError(f"data.split.val_fraction + data.split.test_fraction = "
                              f"{self.val_fraction + self.test_fraction} must be below 1")
         if self.folds < 2:
-            raise ValueError(f"data.split.folds={self.folds} must be at least 2")
+            raise DataError(f"data.split.folds={self.folds} must be at least 2")
         if not 0 <= self.fold < self.folds:
-            raise ValueError(f"data.split.fold={self.fold} must lie in "
+            raise DataError(f"data.split.fold={self.fold} must lie in "
                              f"[0, data.split.folds={self.folds}), i.e. one of "
                              f"{list(range(self.folds))}")
 
@@ -75,8 +77,8 @@ def _holdout(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fra
     try:
         _, held = next(splitter.split(idx, labels[idx], groups[idx]))
     except ValueError as err:  # e.g. fewer groups than splits: say which knob to turn
-        raise ValueError(f"cannot hold out {fraction} of {len(idx)} records in whole groups "
-                         f"({err}); use a larger fraction or more groups") from err
+        raise DataError(f"data.split: cannot hold out {fraction} of {len(idx)} records in "
+                        f"whole groups ({err}); use a larger fraction or more groups") from err
     return idx[held]
 
 
@@ -89,8 +91,8 @@ def _fold_of(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fol
     try:
         parts = list(splitter.split(idx, labels[idx], None if groups is None else groups[idx]))
     except ValueError as err:
-        raise ValueError(f"cannot make {folds} folds of {len(idx)} records ({err}); "
-                         "use fewer folds") from err
+        raise DataError(f"data.split: cannot make {folds} folds of {len(idx)} records "
+                        f"({err}); use fewer folds") from err
     for k, (_, held) in enumerate(parts):
         fold_of[idx[held]] = k
     return fold_of
@@ -99,12 +101,12 @@ def _fold_of(idx: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fol
 def _official(records: pd.DataFrame) -> np.ndarray:
     """The records' official split, refused when absent, incomplete or unknown."""
     if "split" not in records:
-        raise ValueError("data.split.mode='official' needs a 'split' column in the records")
+        raise DataError("data.split.mode='official' needs a 'split' column in the records")
     split = records["split"]
     bad = split.isna() | ~split.isin(SPLITS)
     if bad.any():
         ids = records.loc[bad, "sample_id"].head(5).tolist()
-        raise ValueError(f"{int(bad.sum())} records have an official split outside {SPLITS} "
+        raise DataError(f"{int(bad.sum())} records have an official split outside {SPLITS} "
                          f"or none, e.g. sample_ids {ids}")
     return split.to_numpy(dtype=object)
 
@@ -114,7 +116,8 @@ def assign_splits(records: pd.DataFrame, settings: SplitSettings) -> pd.DataFram
     records' order and index.
 
     ``fold`` is the fold each record belongs to, -1 for the test set kept apart
-    (``pool=trainval``). Raises ``ValueError`` when a split that was asked for comes out empty.
+    (``pool=trainval``). Raises ``DataError`` when the records cannot meet the settings (a split
+    that was asked for comes out empty, too few groups for a fraction or the folds).
     """
     missing = [c for c in COLUMNS if c not in records]
     if missing:
@@ -173,8 +176,8 @@ def assign_splits(records: pd.DataFrame, settings: SplitSettings) -> pd.DataFram
     table.insert(3, "split", split)
     for name in SPLITS:
         if name in expected and not (split == name).any():
-            raise ValueError(f"split {name!r} came out empty (mode={s.mode!r}, {n} records); "
-                             "use smaller fractions or fewer folds")
+            raise DataError(f"data.split: split {name!r} came out empty (mode={s.mode!r}, {n} "
+                            "records); use smaller fractions or fewer folds")
     return table
 
 
