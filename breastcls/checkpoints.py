@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +22,11 @@ def load_checkpoint(path: str | Path, module_class: str) -> tuple[L.LightningMod
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"could not load checkpoint {path}: {err}") from err
-    module = get_class(module_class)(**checkpoint["hyper_parameters"])
+    cls = get_class(module_class)
+    hparams = dict(checkpoint["hyper_parameters"])
+    if "load_weights" in inspect.signature(cls).parameters:  # its state dict follows
+        hparams["load_weights"] = False
+    module = cls(**hparams)
     module.load_state_dict(checkpoint["state_dict"])
     return module, {"checkpoint": str(path), "epoch": checkpoint.get("epoch"),
                     "global_step": checkpoint.get("global_step")}

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from breastcls.data.readers import DataError
 
@@ -79,6 +79,8 @@ def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if args and OmegaConf.is_config(args[0]):
+                require_values(args[0])
             return main(*args, **kwargs)
         except DataError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or _multirun():
@@ -87,6 +89,29 @@ def exit_on_user_error(main: Callable[..., Any]) -> Callable[..., Any]:
             raise SystemExit(f"error: {err}") from None
 
     return wrapper
+
+
+def require_values(cfg: Any) -> None:
+    """Refuse a config that leaves mandatory values (``???``) unset, naming each."""
+    missing = sorted(_missing_keys(cfg, ""))
+    if missing:
+        raise DataError(f"{', '.join(missing)} must be given (the config leaves "
+                        f"{'it' if len(missing) == 1 else 'them'} to you): add "
+                        + " ".join(f"{key}=..." for key in missing))
+
+
+def _missing_keys(node: Any, prefix: str) -> list[str]:
+    """Keys left at ``???``, found without resolving interpolations (which may point at them)."""
+    if not isinstance(node, DictConfig):
+        return []
+    found = []
+    for key in node:
+        name = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            found.append(name)
+        elif not OmegaConf.is_interpolation(node, key):
+            found += _missing_keys(node[key], f"{name}.")
+    return found
 
 
 def _multirun() -> bool:

@@ -84,6 +84,10 @@ def test_truncated_image_is_one_clear_cli_message(busi_dir, tmp_path):
                    f"hydra.run.dir={out}", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "evaluation.threshold.method='fbeta'" in proc.stderr
+    proc = run_cli("breastcls.train", *QUIET, "experiment=busi_resnet18", f"data.root={root}",
+                   "optimized_metric=val/aucc", f"hydra.run.dir={out}", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "optimized_metric='val/aucc'" in proc.stderr
 
 
 def test_mask_of_the_wrong_size_is_one_clear_cli_message(busi_dir, tmp_path):

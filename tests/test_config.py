@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+import torchvision
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from breastcls.config import set_threads
+from breastcls.config import require_values, set_threads
+from breastcls.data.errors import DataError
 from breastcls.instantiate import instantiate_callbacks, instantiate_loggers
 from tests.conftest import CONF_DIR, compose_train
 
 GPU_TRAINERS = {"gpu", "t4", "ddp"}
 DATA_EXPERIMENTS = {"busi": "busi_resnet18"}
 DETECTION_EXPERIMENT = "busi_fasterrcnn_mobilenet"
+CLASSIFIER_STARTED = {"busi_fasterrcnn_r18"}  # experiments whose backbone_run= is required
 
 
 def options(group: str) -> list[str]:
@@ -54,9 +59,22 @@ def instantiate_model(cfg: DictConfig) -> L.LightningModule:
     return instantiate(cfg.model)
 
 
+def classifier_run(folder: Path) -> Path:
+    """A finished classifier run folder (best checkpoint named in metrics.json), for the
+    experiments that start from one (``backbone_run=``)."""
+    (folder / "checkpoints").mkdir(parents=True)
+    checkpoint = folder / "checkpoints" / "epoch_000.ckpt"
+    torch.save({"state_dict": torchvision.models.resnet18().state_dict()}, checkpoint)
+    (folder / "metrics.json").write_text(json.dumps({"checkpoint": str(checkpoint)}))
+    return folder
+
+
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_experiment_composes_and_instantiates(experiment, tmp_path):
-    cfg = compose_train([f"experiment={experiment}", f"paths.data_dir={tmp_path}"], tmp_path)
+    extra = ([f"backbone_run={classifier_run(tmp_path / 'classifier')}"]
+             if experiment in CLASSIFIER_STARTED else [])
+    cfg = compose_train([f"experiment={experiment}", f"paths.data_dir={tmp_path}", *extra],
+                        tmp_path)
     datamodule = instantiate(cfg.data)
     assert isinstance(instantiate_model(without_downloads(cfg)), L.LightningModule)
     channels = input_channels(cfg.model.get("backbone"))
@@ -143,6 +161,16 @@ def test_default_is_the_study_recipe(tmp_path):
 def test_unknown_key_fails_loudly(override, tmp_path):
     with pytest.raises(ConfigCompositionException, match=r"not in struct|Could not override"):
         compose_train([override], tmp_path)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["experiment=busi_fasterrcnn_r18"], r"^backbone_run must be given .*add backbone_run=\.\.\.$"),
+    (["data/split=file"], r"^data\.split\.file must be given"),
+])
+def test_unset_mandatory_value_is_named(overrides, message, tmp_path):
+    cfg = compose_train(overrides, tmp_path)
+    with pytest.raises(DataError, match=message):
+        require_values(cfg)  # what every entry point checks first (exit_on_user_error)
 
 
 def test_unknown_group_option_fails(tmp_path):

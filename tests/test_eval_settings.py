@@ -14,6 +14,7 @@ from torch import nn
 
 from breastcls.analysis.gradcam import default_target_layer
 from breastcls.checkpoints import load_checkpoint
+from breastcls.data.errors import DataError
 from breastcls.data.folds import CrossValidation
 from breastcls.models.timm_models import build_timm_model
 from breastcls.scoring.pipeline import evaluate_splits
@@ -31,7 +32,7 @@ MODULE = "breastcls.models.classifier.ImageClassifier"
     (["evaluation.tta=hflip"], ValueError, r"evaluation\.tta.*list of flips such as \[hflip\]"),
     (["evaluation.threshold.method=yoden"], ValueError,
      r"threshold\.method='yoden'.*'fbeta', 'youden', 'sensitivity', 'accuracy'"),
-    (["evaluation.exclude_test=no/such/flagged.csv"], FileNotFoundError,
+    (["evaluation.exclude_test=no/such/flagged.csv"], DataError,
      r"exclude_test: no such file .*no/such/flagged\.csv.*breastcls\.audit"),
     (["optimized_metric=test/auc", "eval_splits=[train,val]"], ValueError,
      r"optimized_metric='test/auc' will not be computed.*\['train', 'val'\]"),

@@ -123,6 +123,34 @@ def test_official_split_must_be_complete(records) -> None:
         assign_splits(bad, settings("official", "trainval", True))
 
 
+def test_split_file_gives_a_run_the_split_of_another(root, cache, tmp_path) -> None:
+    first = datamodule(root, cache, {"mode": "holdout", "val_fraction": 0.2,
+                                     "test_fraction": 0.2, "seed": 3})
+    saved = tmp_path / "splits.csv"
+    first.split_table.iloc[::-1].to_csv(saved, index=False)  # order does not matter
+    again = datamodule(root, cache, {"mode": "file", "file": str(saved), "groups": None})
+    assert again.split_table["split"].tolist() == first.split_table["split"].tolist()
+    assert again.datasets["test"].sample_ids == first.datasets["test"].sample_ids
+
+
+def test_split_file_must_cover_every_record(records, tmp_path) -> None:
+    def refused(table: pd.DataFrame, match: str) -> None:
+        path = tmp_path / "splits.csv"
+        table.to_csv(path, index=False)
+        with pytest.raises(DataError, match=match):
+            assign_splits(records, SplitSettings(mode="file", file=str(path)))
+
+    table = assign_splits(records, settings("holdout", "trainval", True))
+    refused(table[table["sample_id"] != "P04_1"], r"lacks 1 of the 36 records.*P04_1")
+    refused(table.assign(split=table["split"].replace("val", "dev")), r"splits \['dev'\]")
+    refused(pd.concat([table, table.head(1)]), "lists sample_ids twice")
+    refused(table.drop(columns="split"), "needs the columns sample_id and split")
+    with pytest.raises(DataError, match="cannot read it"):
+        assign_splits(records, SplitSettings(mode="file", file=str(tmp_path / "none.csv")))
+    with pytest.raises(DataError, match=r"needs data\.split\.file"):
+        SplitSettings(mode="file")
+
+
 def test_label_outside_the_classes_is_refused(records, root) -> None:
     table = synthetic_records(root, "three_class")
     bad = records.copy()

@@ -3,3 +3,7 @@
 
 class DataError(Exception):
     """A problem with the user's data; the message names the file or setting and the fix."""
+
+
+class SettingError(DataError, ValueError):
+    """A setting the run cannot honour (a ValueError too, for callers that catch those)."""

@@ -1,5 +1,6 @@
 """Train/val/test assignment of sample records: official, holdout or k-fold; stratified, seeded,
-optionally grouped so that a group (patient, case, near-duplicate cluster) never spans two splits.
+optionally grouped so that a group (patient, case, near-duplicate cluster) never spans two splits;
+or read from a ``splits.csv`` an earlier run wrote (``file``), so that two runs share one split.
 
 Grouped holdouts draw one fold of ``round(1 / fraction)`` stratified group folds
 (:class:`~sklearn.model_selection.StratifiedGroupKFold`), so the realised fraction is only
@@ -10,6 +11,7 @@ A fraction of 0 means that split is not made (e.g. ``test_fraction=0`` gives tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, Strat
 
 from breastcls.data.errors import DataError
 
-MODES = ("official", "holdout", "kfold")
+MODES = ("official", "holdout", "kfold", "file")
 POOLS = ("trainval", "all")
 SPLITS = ("train", "val", "test")
 COLUMNS = ("sample_id", "group", "label")
@@ -40,10 +42,13 @@ class SplitSettings:
     seed: int = 0
     grouped: bool = True
     pool: str = "trainval"
+    file: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise DataError(f"data.split.mode={self.mode!r}; choose one of {MODES}")
+        if self.mode == "file" and not self.file:
+            raise DataError("data.split.mode='file' needs data.split.file=<a run's splits.csv>")
         if self.pool not in POOLS:
             raise DataError(f"data.split.pool={self.pool!r}; choose one of {POOLS}")
         for name in ("val_fraction", "test_fraction"):
@@ -111,6 +116,33 @@ def _official(records: pd.DataFrame) -> np.ndarray:
     return split.to_numpy(dtype=object)
 
 
+def _from_file(records: pd.DataFrame, file: str) -> np.ndarray:
+    """Each record's split as ``file`` (a ``splits.csv``: ``sample_id``, ``split``, or the run
+    folder holding it) gives it; every record must be listed there, other ids are ignored."""
+    path = Path(file).expanduser()
+    if path.is_dir():  # a run folder
+        path = path / "splits.csv"
+    try:
+        saved = pd.read_csv(path, dtype={"sample_id": str, "split": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"data.split.file={file}: cannot read it ({err})") from None
+    if not {"sample_id", "split"} <= set(saved.columns):
+        raise DataError(f"data.split.file={file} needs the columns sample_id and split "
+                        f"(a run's splits.csv); it has {list(saved.columns)}")
+    bad = saved.loc[~saved["split"].isin(SPLITS), "split"].unique().tolist()
+    if bad:
+        raise DataError(f"data.split.file={file} names splits {bad[:5]} outside {SPLITS}")
+    if saved["sample_id"].duplicated().any():
+        dup = saved.loc[saved["sample_id"].duplicated(), "sample_id"].head(5).tolist()
+        raise DataError(f"data.split.file={file} lists sample_ids twice, e.g. {dup}")
+    split = records["sample_id"].astype(str).map(saved.set_index("sample_id")["split"])
+    if split.isna().any():
+        ids = records.loc[split.isna(), "sample_id"].head(5).tolist()
+        raise DataError(f"data.split.file={file} lacks {int(split.isna().sum())} of the "
+                        f"{len(records)} records, e.g. sample_ids {ids}")
+    return split.to_numpy(dtype=object)
+
+
 def assign_splits(records: pd.DataFrame, settings: SplitSettings) -> pd.DataFrame:
     """A split table (``sample_id, group, label, split`` and, for kfold, ``fold``) in the
     records' order and index.
@@ -135,7 +167,10 @@ def assign_splits(records: pd.DataFrame, settings: SplitSettings) -> pd.DataFram
     expected = {"train"}
     table = records.loc[:, list(COLUMNS)].copy()
 
-    if s.mode == "official":
+    if s.mode == "file":
+        split = _from_file(records, s.file)
+        expected |= set(split)
+    elif s.mode == "official":
         split = _official(records)
         expected |= set(split)
         if "val" not in expected and s.val_fraction > 0:

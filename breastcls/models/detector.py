@@ -17,17 +17,21 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.models import ResNet50_Weights, ResNet101_Weights, detection
+from torchvision.models import ResNet50_Weights, detection, get_model_weights
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import (
     mobilenet_backbone,
     resnet_fpn_backbone,
 )
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.ops import FrozenBatchNorm2d
 
 from breastcls.data.readers import read_image, to_uint8
+from breastcls.models.weights import load_local_weights
 
-ARCHS = ("resnet50_fpn", "resnet50_fpn_v2", "resnet101_fpn", "mobilenet_v3_large_fpn")
+ARCHS = ("resnet50_fpn", "resnet50_fpn_v2", "resnet101_fpn", "resnet18_fpn", "resnet34_fpn",
+         "mobilenet_v3_large_fpn")
+FPN_RESNETS = ("resnet18_fpn", "resnet34_fpn", "resnet101_fpn")  # built from backbone utilities
 NO_LESION = "no_lesion"
 LOOP_KEYS = ("interval", "frequency", "monitor")
 
@@ -36,26 +40,43 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
                       anchor_sizes: Sequence[int] | None = None,
                       aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
                       pretrained: bool | str | None = None,
-                      trainable_layers: int = 3, **rpn: Any) -> nn.Module:
+                      trainable_layers: int = 3, backbone_weights: str | None = None,
+                      image_mean: Sequence[float] | None = None,
+                      image_std: Sequence[float] | None = None, load_weights: bool = True,
+                      **rpn: Any) -> nn.Module:
     """A Faster R-CNN of ``arch`` for ``num_classes`` box classes (+ background).
 
     ``pretrained``: true (COCO detection weights from the hub; the ImageNet backbone for
-    resnet101_fpn), a local file of a state dict (from ``torch.save(model.state_dict())``), or
-    null (scratch). ``rpn``: FasterRCNN's rpn_*/box_* keyword settings."""
+    resnet18/34/101_fpn), a local file of a state dict (from ``torch.save(model.state_dict())``),
+    or null (scratch). ``backbone_weights`` (resnet18/34/101_fpn): a ResNet classifier's weights
+    file (a breastcls checkpoint or a torchvision state dict) for the backbone alone.
+    ``image_mean``/``image_std``: the input normalisation (null: ImageNet's; a backbone from
+    ``backbone_weights`` wants its classifier's). ``rpn``: FasterRCNN's rpn_*/box_* settings."""
     if arch not in ARCHS:
         raise ValueError(f"model.arch={arch!r}; choose one of {ARCHS}")
+    if backbone_weights and arch not in FPN_RESNETS:
+        raise ValueError(f"model.backbone_weights loads a ResNet classifier's weights; "
+                         f"model.arch={arch!r} takes it not (use one of {FPN_RESNETS})")
     hub = pretrained is True
-    common = {"min_size": min_size, "max_size": max_size, **rpn}
+    common = {"min_size": min_size, "max_size": max_size, "image_mean": image_mean,
+              "image_std": image_std, **rpn}
     levels = 3 if arch.startswith("mobilenet") else 5
     sizes = tuple(anchor_sizes or ((32, 64, 128, 256, 512) if levels == 5 else (32, 64, 128)))
     if len(sizes) != levels:
         raise ValueError(f"model.anchor_sizes needs {levels} sizes for {arch}, got {list(sizes)}")
     common["rpn_anchor_generator"] = AnchorGenerator(
         tuple((s,) for s in sizes), (tuple(aspect_ratios),) * levels)
-    if arch == "resnet101_fpn":
-        backbone = resnet_fpn_backbone(backbone_name="resnet101",
-                                       weights=ResNet101_Weights.DEFAULT if hub else None,
-                                       trainable_layers=trainable_layers if hub else 5)
+    if arch in FPN_RESNETS:
+        name = arch.removesuffix("_fpn")
+        trained = hub or bool(backbone_weights)
+        # Trained statistics stay frozen (detection batches are too small for batch norm);
+        # a scratch backbone needs batch norm that learns.
+        backbone = resnet_fpn_backbone(
+            backbone_name=name, weights=get_model_weights(name).DEFAULT if hub else None,
+            norm_layer=FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+            trainable_layers=trainable_layers if trained else 5)
+        if backbone_weights and load_weights:
+            load_local_weights(backbone.body, backbone_weights)
         model = detection.FasterRCNN(backbone, num_classes=num_classes + 1, **common)
     elif arch == "mobilenet_v3_large_fpn":
         if hub:
@@ -80,7 +101,7 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
     if box.cls_score.out_features != num_classes + 1:
         model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features,
                                                           num_classes + 1)
-    if isinstance(pretrained, str) and pretrained:
+    if isinstance(pretrained, str) and pretrained and load_weights:
         state = torch.load(Path(pretrained).expanduser(), map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
     return model
@@ -89,7 +110,9 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
 class DetectorModule(L.LightningModule):
     """Faster R-CNN trained on box targets; validation logs COCO mAP (``val/map``,
     ``val/map_50``). ``class_names``: the box classes (an image-level list that starts with
-    ``no_lesion``, as the detection data sets give, loses that entry)."""
+    ``no_lesion``, as the detection data sets give, loses that entry). ``load_weights=False``
+    skips the local start weights (``pretrained`` file, ``backbone_weights``, ``init_from``):
+    a checkpoint rebuilt from its hyperparameters needs none of them to exist."""
 
     task = "detection"
 
@@ -99,7 +122,10 @@ class DetectorModule(L.LightningModule):
                  max_size: int = 1333, anchor_sizes: Sequence[int] | None = None,
                  aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
                  rpn: Mapping[str, Any] | None = None, pretrained: bool | str | None = None,
-                 trainable_layers: int = 3, init_from: str | None = None,
+                 trainable_layers: int = 3, backbone_weights: str | None = None,
+                 image_mean: Sequence[float] | None = None,
+                 image_std: Sequence[float] | None = None,
+                 init_from: str | None = None, load_weights: bool = True,
                  num_classes: int | None = None, positive_class: int | None = None) -> None:
         super().__init__()
         names = [str(n) for n in class_names]
@@ -107,15 +133,20 @@ class DetectorModule(L.LightningModule):
             names = names[1:]
         if not names:
             raise ValueError("DetectorModule needs the box class names (model.class_names)")
-        optimizer, scheduler, rpn, anchor_sizes, aspect_ratios = (
-            _plain(c) for c in (optimizer, scheduler, rpn, anchor_sizes, aspect_ratios))
-        aspect_ratios = [float(r) for r in aspect_ratios]  # plain: weights_only checkpoints
-        self.save_hyperparameters(ignore=["num_classes", "positive_class"])
+        optimizer, scheduler, rpn, anchor_sizes, aspect_ratios, image_mean, image_std = (
+            _plain(c) for c in (optimizer, scheduler, rpn, anchor_sizes, aspect_ratios,
+                                image_mean, image_std))
+        # Plain floats: checkpoints load with weights_only=True.
+        aspect_ratios = [float(r) for r in aspect_ratios]
+        image_mean, image_std = ([float(v) for v in c] if c is not None else None
+                                 for c in (image_mean, image_std))
+        self.save_hyperparameters(ignore=["num_classes", "positive_class", "load_weights"])
         self.hparams.class_names = names
         self.model = build_faster_rcnn(arch, len(names), min_size, max_size, anchor_sizes,
                                        aspect_ratios, pretrained, trainable_layers,
+                                       backbone_weights, image_mean, image_std, load_weights,
                                        **(rpn or {}))
-        if init_from:  # fine-tuning: the weights of an earlier detector checkpoint
+        if init_from and load_weights:  # fine-tuning: an earlier detector checkpoint's weights
             state = torch.load(Path(init_from).expanduser(), map_location="cpu",
                                weights_only=True)
             self.load_state_dict(state.get("state_dict", state))

@@ -143,6 +143,8 @@ def evaluate_detection(model: torch.nn.Module, datamodule: Any, splits: Sequence
     """Score ``splits`` (those the data has); metrics.json and the files above in
     ``output_dir``; returns ``{"test/map": ...}``."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(datamodule, "split_table", None) is not None:  # data.split.file= reuses it
+        datamodule.split_table.to_csv(output_dir / "splits.csv", index=False)
     names = list(model.hparams.class_names)
     metrics: dict[str, Any] = {}
     for split in (s for s in splits if s in datamodule.datasets):

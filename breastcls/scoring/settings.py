@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from breastcls.analysis.thresholds import METHODS
+from breastcls.data.errors import SettingError
 from breastcls.metrics import TABLE_METRICS
 from breastcls.models.classifier import tta_views
 from breastcls.scoring.detection import FROC_RATES
@@ -25,22 +26,22 @@ def check_exclude_test(csv_path: str | Path | None, cv_pool: str | None = None) 
     if not csv_path:
         return None
     if cv_pool == "all":
-        raise ValueError(
+        raise SettingError(
             "evaluation.exclude_test cannot be combined with cv.pool=all: its `index` column "
             "names official test images, while the fold's test split is drawn from every "
             "split (pool indices), so the wrong images would be dropped. Use cv.groups="
             "duplicates to keep near-duplicates inside one fold, or cv.pool=trainval.")
     path = Path(csv_path)
     if not path.is_file():
-        raise FileNotFoundError(f"evaluation.exclude_test: no such file {path.resolve()} (write "
+        raise SettingError(f"evaluation.exclude_test: no such file {path.resolve()} (write "
                                 "it with `python -m breastcls.audit`)")
     try:
         columns = pd.read_csv(path, nrows=0).columns
     except Exception as err:
-        raise ValueError(f"evaluation.exclude_test: cannot read {path.resolve()} as CSV: "
+        raise SettingError(f"evaluation.exclude_test: cannot read {path.resolve()} as CSV: "
                          f"{err}") from err
     if "index" not in columns:
-        raise ValueError(f"evaluation.exclude_test: {path.resolve()} has no `index` column "
+        raise SettingError(f"evaluation.exclude_test: {path.resolve()} has no `index` column "
                          f"(columns: {list(columns)}); use the audit's "
                          "test_with_train_duplicate.csv")
     return path
@@ -56,27 +57,27 @@ def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> 
     try:
         tta_views(settings.get("tta"))
     except ValueError as err:
-        raise ValueError(f"evaluation.tta={settings.get('tta')!r}: {err}") from None
+        raise SettingError(f"evaluation.tta={settings.get('tta')!r}: {err}") from None
 
     rule = settings.get("threshold") or {}
     method = rule.get("method")
     if method is not None and method not in METHODS:
-        raise ValueError(f"evaluation.threshold.method={method!r}; choose null (keep "
+        raise SettingError(f"evaluation.threshold.method={method!r}; choose null (keep "
                          f"model.threshold) or one of {list(METHODS)}")
     if method == "fbeta" and not float(rule.get("beta", 2.0)) > 0:
-        raise ValueError(f"evaluation.threshold.beta={rule.get('beta')!r} must be > 0")
+        raise SettingError(f"evaluation.threshold.beta={rule.get('beta')!r} must be > 0")
     if method == "sensitivity" and not 0 < float(rule.get("target_sensitivity", 0.9)) <= 1:
-        raise ValueError("evaluation.threshold.target_sensitivity="
+        raise SettingError("evaluation.threshold.target_sensitivity="
                          f"{rule.get('target_sensitivity')!r} must lie in (0, 1]")
     boot = settings.get("bootstrap") or {}
     if boot.get("n_resamples") and not 0 < float(boot.get("confidence", 0.95)) < 1:
-        raise ValueError(f"evaluation.bootstrap.confidence={boot.get('confidence')!r} must lie "
+        raise SettingError(f"evaluation.bootstrap.confidence={boot.get('confidence')!r} must lie "
                          "in (0, 1)")
 
     splits = list(cfg.get("eval_splits") or [])
     unknown = [s for s in splits if s not in EVAL_SPLITS]
     if unknown:
-        raise ValueError(f"eval_splits={splits}: unknown split(s) {unknown}; choose from "
+        raise SettingError(f"eval_splits={splits}: unknown split(s) {unknown}; choose from "
                          f"{list(EVAL_SPLITS)}")
 
     cv = cfg.get("cv") or {}
@@ -101,7 +102,7 @@ def validate_settings(cfg: Mapping[str, Any], optimized_metric: bool = True) -> 
             metrics = [*TABLE_METRICS, "auc_acc_mean"]
         split, _, metric = str(name).partition("/")
         if split not in scored or metric not in metrics:
-            raise ValueError(
+            raise SettingError(
                 f"optimized_metric={name!r} will not be computed: the best checkpoint is scored "
                 f"on eval_splits={splits}, so choose <split>/<metric> with split in "
                 f"{list(dict.fromkeys(scored))} and metric in {metrics}, add the split to "
