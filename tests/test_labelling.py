@@ -13,8 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from breastcls.data.errors import DataError
+from breastcls.labelling.boxes import ImageBoxes
 from breastcls.labelling.rounds import POOL
-from breastcls.labelling.simulate import simulate
+from breastcls.labelling.simulate import simulate, split_by_file
 from tests.conftest import real_data_dir, require_real_data
 from tests.test_labelling_steps import _config, stand_in  # noqa: F401 (fixture)
 
@@ -47,3 +49,20 @@ def test_two_round_simulated_loop_on_busi(tmp_path: Path) -> None:
         assert all(Path(i["file_name"]).is_relative_to(busi.resolve()) for i in pool["images"])
     assert (tmp_path / "loop" / "curve.png").stat().st_size > 0
     assert _tree_digest(real_data_dir()) == before
+
+
+def test_a_runs_split_keeps_its_test_images_out_of_the_loop(tmp_path: Path) -> None:
+    images = [ImageBoxes(f"/data/benign/benign ({n}).png", 64, 64, [], []) for n in range(12)]
+    split = ["test" if n % 4 == 0 else "val" if n % 4 == 1 else "train" for n in range(12)]
+    pd.DataFrame({"sample_id": [Path(i.path).stem for i in images], "split": split}).to_csv(
+        tmp_path / "splits.csv", index=False)
+    initial, pool, test = split_by_file(images, tmp_path, 2, None, seed=0)  # the run folder
+    assert [i.path for i in test] == [images[n].path for n in (0, 4, 8)]
+    labelled = {i.path for i in initial + pool}
+    assert len(initial) == 2 and len(labelled) == 9 and not labelled & {i.path for i in test}
+    _, capped, _ = split_by_file(images, tmp_path / "splits.csv", 2, 5, seed=0)
+    assert len(capped) == 3  # max_images caps the images the loop may label
+    with pytest.raises(DataError, match=r"lacks 1 of the 13 images"):
+        split_by_file([*images, ImageBoxes("/data/x.png", 8, 8, [], [])], tmp_path, 2, None, 0)
+    with pytest.raises(DataError, match="initial_images=9"):
+        split_by_file(images, tmp_path, 9, None, 0)

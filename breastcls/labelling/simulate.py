@@ -48,8 +48,12 @@ def simulate(cfg: DictConfig) -> pd.DataFrame:
         truth, names = read_images(Path(settings.source))
     else:
         truth, names = busi_truth(Path(cfg.paths.data_dir) / "busi")
-    initial, pool, test = split_images(truth, settings.initial_images, settings.test_fraction,
-                                       settings.max_images, cfg.seed)
+    if settings.get("split"):
+        initial, pool, test = split_by_file(truth, Path(settings.split), settings.initial_images,
+                                            settings.max_images, cfg.seed)
+    else:
+        initial, pool, test = split_images(truth, settings.initial_images,
+                                           settings.test_fraction, settings.max_images, cfg.seed)
     initial_file = write_images(workdir / "initial.json", initial, names)
     rows = []
     for strategy in settings.strategies:
@@ -89,6 +93,32 @@ def split_images(images: Sequence[ImageBoxes], initial: int, test_fraction: floa
                         "unlabelled pool; lower them or raise simulate.max_images")
     chosen = [images[i] for i in order]
     return chosen[n_test:n_test + initial], chosen[n_test + initial:], chosen[:n_test]
+
+
+def split_by_file(images: Sequence[ImageBoxes], file: Path, initial: int,
+                  max_images: int | None, seed: int
+                  ) -> tuple[list[ImageBoxes], list[ImageBoxes], list[ImageBoxes]]:
+    """A run's split (its ``splits.csv`` or folder; sample_ids are the images' file stems, as
+    BUSI's are): its test images score every round, the loop labels only its other images (of
+    which the first ``max_images`` drawn)."""
+    path = file / "splits.csv" if file.is_dir() else file
+    try:
+        split = pd.read_csv(path, dtype={"sample_id": str}).set_index("sample_id")["split"]
+    except (OSError, KeyError, pd.errors.ParserError) as err:
+        raise DataError(f"simulate.split={file}: not a run's splits.csv ({err})") from None
+    known = [image for image in images if Path(image.path).stem in split.index]
+    if len(known) < len(images):
+        raise DataError(f"simulate.split={path} lacks {len(images) - len(known)} of the "
+                        f"{len(images)} images, e.g. {Path(images[0].path).stem!r}; use the "
+                        "split of a run on the same data")
+    test = [image for image in images if split[Path(image.path).stem] == "test"]
+    rest = [image for image in images if split[Path(image.path).stem] != "test"]
+    order = np.random.default_rng(seed).permutation(len(rest))[:max_images]
+    if not test or initial < 1 or initial >= len(order):
+        raise DataError(f"simulate.split={path}: {len(test)} test and {len(order)} other "
+                        f"images cannot give initial_images={initial} and an unlabelled pool")
+    chosen = [rest[i] for i in order]
+    return chosen[:initial], chosen[initial:], test
 
 
 def run_strategy(cfg: DictConfig, strategy: str, workdir: Path, initial: Path,
