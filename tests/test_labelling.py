@@ -62,7 +62,10 @@ def test_a_runs_split_keeps_its_test_images_out_of_the_loop(tmp_path: Path) -> N
     assert len(initial) == 2 and len(labelled) == 9 and not labelled & {i.path for i in test}
     _, capped, _ = split_by_file(images, tmp_path / "splits.csv", 2, 5, seed=0)
     assert len(capped) == 3  # max_images caps the images the loop may label
-    with pytest.raises(DataError, match=r"lacks 1 of the 13 images"):
+    with pytest.raises(DataError, match=r"lacks 1 of the 13 images, e\.g\. 'x'"):
         split_by_file([*images, ImageBoxes("/data/x.png", 8, 8, [], [])], tmp_path, 2, None, 0)
     with pytest.raises(DataError, match="initial_images=9"):
         split_by_file(images, tmp_path, 9, None, 0)
+    pd.DataFrame({"sample_id": ["a"], "split": ["dev"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"simulate\.split=.*bad\.csv names splits \['dev'\]"):
+        split_by_file(images, tmp_path / "bad.csv", 2, None, 0)

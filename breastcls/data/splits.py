@@ -116,26 +116,32 @@ def _official(records: pd.DataFrame) -> np.ndarray:
     return split.to_numpy(dtype=object)
 
 
-def _from_file(records: pd.DataFrame, file: str) -> np.ndarray:
-    """Each record's split as ``file`` (a ``splits.csv``: ``sample_id``, ``split``, or the run
-    folder holding it) gives it; every record must be listed there, other ids are ignored."""
+def read_split_file(file: str | Path, setting: str = "data.split.file") -> pd.Series:
+    """A run's saved split (its ``splits.csv``: ``sample_id``, ``split``, or the run folder
+    holding it) as a split per sample_id; ``setting`` names the key in the messages."""
     path = Path(file).expanduser()
     if path.is_dir():  # a run folder
         path = path / "splits.csv"
     try:
         saved = pd.read_csv(path, dtype={"sample_id": str, "split": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"data.split.file={file}: cannot read it ({err})") from None
+        raise DataError(f"{setting}={file}: cannot read it ({err})") from None
     if not {"sample_id", "split"} <= set(saved.columns):
-        raise DataError(f"data.split.file={file} needs the columns sample_id and split "
+        raise DataError(f"{setting}={file} needs the columns sample_id and split "
                         f"(a run's splits.csv); it has {list(saved.columns)}")
     bad = saved.loc[~saved["split"].isin(SPLITS), "split"].unique().tolist()
     if bad:
-        raise DataError(f"data.split.file={file} names splits {bad[:5]} outside {SPLITS}")
+        raise DataError(f"{setting}={file} names splits {bad[:5]} outside {SPLITS}")
     if saved["sample_id"].duplicated().any():
         dup = saved.loc[saved["sample_id"].duplicated(), "sample_id"].head(5).tolist()
-        raise DataError(f"data.split.file={file} lists sample_ids twice, e.g. {dup}")
-    split = records["sample_id"].astype(str).map(saved.set_index("sample_id")["split"])
+        raise DataError(f"{setting}={file} lists sample_ids twice, e.g. {dup}")
+    return saved.set_index("sample_id")["split"]
+
+
+def _from_file(records: pd.DataFrame, file: str) -> np.ndarray:
+    """Each record's split as ``file`` (see :func:`read_split_file`) gives it; every record
+    must be listed there, other ids are ignored."""
+    split = records["sample_id"].astype(str).map(read_split_file(file))
     if split.isna().any():
         ids = records.loc[split.isna(), "sample_id"].head(5).tolist()
         raise DataError(f"data.split.file={file} lacks {int(split.isna().sum())} of the "

@@ -22,6 +22,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from breastcls.data.busi_boxes import busi_box_records
 from breastcls.data.readers import DataError
+from breastcls.data.splits import read_split_file
 from breastcls.labelling import steps
 from breastcls.labelling.boxes import ImageBoxes
 from breastcls.labelling.detections import (
@@ -101,21 +102,17 @@ def split_by_file(images: Sequence[ImageBoxes], file: Path, initial: int,
     """A run's split (its ``splits.csv`` or folder; sample_ids are the images' file stems, as
     BUSI's are): its test images score every round, the loop labels only its other images (of
     which the first ``max_images`` drawn)."""
-    path = file / "splits.csv" if file.is_dir() else file
-    try:
-        split = pd.read_csv(path, dtype={"sample_id": str}).set_index("sample_id")["split"]
-    except (OSError, KeyError, pd.errors.ParserError) as err:
-        raise DataError(f"simulate.split={file}: not a run's splits.csv ({err})") from None
-    known = [image for image in images if Path(image.path).stem in split.index]
-    if len(known) < len(images):
-        raise DataError(f"simulate.split={path} lacks {len(images) - len(known)} of the "
-                        f"{len(images)} images, e.g. {Path(images[0].path).stem!r}; use the "
-                        "split of a run on the same data")
-    test = [image for image in images if split[Path(image.path).stem] == "test"]
-    rest = [image for image in images if split[Path(image.path).stem] != "test"]
+    split = read_split_file(file, "simulate.split")
+    stems = [Path(image.path).stem for image in images]
+    missing = [stem for stem in stems if stem not in split.index]
+    if missing:
+        raise DataError(f"simulate.split={file} lacks {len(missing)} of the {len(images)} "
+                        f"images, e.g. {missing[0]!r}; use the split of a run on the same data")
+    test = [image for image, stem in zip(images, stems, strict=True) if split[stem] == "test"]
+    rest = [image for image, stem in zip(images, stems, strict=True) if split[stem] != "test"]
     order = np.random.default_rng(seed).permutation(len(rest))[:max_images]
     if not test or initial < 1 or initial >= len(order):
-        raise DataError(f"simulate.split={path}: {len(test)} test and {len(order)} other "
+        raise DataError(f"simulate.split={file}: {len(test)} test and {len(order)} other "
                         f"images cannot give initial_images={initial} and an unlabelled pool")
     chosen = [rest[i] for i in order]
     return chosen[:initial], chosen[initial:], test
