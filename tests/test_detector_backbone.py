@@ -1,5 +1,6 @@
-"""A detector backbone from a ResNet classifier's checkpoint: the weights arrive (a gray stem
-spread over RGB), batch norm keeps their statistics, and a misplaced weights file is refused."""
+"""A detector's start weights: a backbone from a ResNet classifier's checkpoint (a gray stem
+spread over RGB, batch norm keeping its statistics), a whole detector from a local file or an
+earlier run, and misplaced weights files refused."""
 
 from __future__ import annotations
 
@@ -52,10 +53,13 @@ def test_backbone_starts_from_the_classifier(gray_classifier) -> None:
     assert model.transform.image_mean == [0.5] * 3
 
 
-def test_scratch_resnet_backbone_learns_its_batch_norm() -> None:
-    model = build_faster_rcnn("resnet18_fpn", 2, min_size=64, max_size=64)
-    assert isinstance(model.backbone.body.bn1, nn.BatchNorm2d)
-    assert all(p.requires_grad for p in model.backbone.body.parameters())
+@pytest.mark.parametrize("arch", ["resnet18_fpn", "mobilenet_v3_large_fpn"])
+def test_scratch_backbone_learns_its_batch_norm(arch) -> None:
+    model = build_faster_rcnn(arch, 2, min_size=64, max_size=64)
+    body = model.backbone.body
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    assert all(p.requires_grad for p in body.parameters())
 
 
 def test_detector_module_trains_a_step_from_the_classifier(gray_classifier) -> None:
@@ -101,3 +105,37 @@ def test_checkpoint_loads_without_its_start_weights(gray_classifier, tmp_path) -
     loaded, _ = load_checkpoint(path, "breastcls.models.detector.DetectorModule")
     for name, value in module.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_whole_detector_from_a_local_coco_file(tmp_path) -> None:
+    """The offline route to hub weights: torchvision's COCO file (91 classes) loads, its box
+    predictor for other classes stays new."""
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
+
+    coco = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, num_classes=91)
+    # As the hub's file: trained with frozen batch norm, so no num_batches_tracked.
+    state = {k: v for k, v in coco.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "fasterrcnn_coco.pth"
+    torch.save(state, path)
+    model = build_faster_rcnn("mobilenet_v3_large_fpn", 2, min_size=64, max_size=64,
+                              pretrained=str(path))
+    own = model.state_dict()
+    backbone = [k for k in state if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(own[k], state[k]) for k in backbone)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # stats as trained
+    assert model.roi_heads.box_predictor.cls_score.out_features == 3
+
+
+def test_fine_tuning_starts_from_a_detector_run_folder(tmp_path) -> None:
+    first = DetectorModule(class_names=["benign", "malignant"], min_size=64, max_size=64)
+    run = tmp_path / "round_1"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": first.state_dict()}, run / "checkpoints" / "epoch_000.ckpt")
+    (run / "metrics.json").write_text('{"info": {"checkpoint": "/moved/epoch_000.ckpt"}}')
+    second = DetectorModule(class_names=["benign", "malignant"], min_size=64, max_size=64,
+                            init_from=str(run))
+    for name, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[name], value), name
+    with pytest.raises(FileNotFoundError, match=r"no/such/round\.ckpt"):
+        DetectorModule(class_names=["benign"], min_size=64, max_size=64,
+                       init_from="no/such/round.ckpt")

@@ -27,7 +27,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
 
 from breastcls.data.readers import read_image, to_uint8
-from breastcls.models.weights import load_local_weights
+from breastcls.models.weights import load_local_weights, read_state_dict
 
 ARCHS = ("resnet50_fpn", "resnet50_fpn_v2", "resnet101_fpn", "resnet18_fpn", "resnet34_fpn",
          "mobilenet_v3_large_fpn")
@@ -47,9 +47,11 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
     """A Faster R-CNN of ``arch`` for ``num_classes`` box classes (+ background).
 
     ``pretrained``: true (COCO detection weights from the hub; the ImageNet backbone for
-    resnet18/34/101_fpn), a local file of a state dict (from ``torch.save(model.state_dict())``),
-    or null (scratch). ``backbone_weights`` (resnet18/34/101_fpn): a ResNet classifier's weights
-    file (a breastcls checkpoint or a torchvision state dict) for the backbone alone.
+    resnet18/34/101_fpn), a local weights file (a torchvision detection state dict such as the
+    hub's COCO file, or a breastcls detector checkpoint or run folder; tensors that do not fit,
+    like a box predictor for other classes, stay new), or null (scratch). ``backbone_weights``
+    (resnet18/34/101_fpn): a ResNet classifier's weights file (a breastcls checkpoint or a
+    torchvision state dict) for the backbone alone.
     ``image_mean``/``image_std``: the input normalisation (null: ImageNet's; a backbone from
     ``backbone_weights`` wants its classifier's). ``rpn``: FasterRCNN's rpn_*/box_* settings."""
     if arch not in ARCHS:
@@ -83,8 +85,11 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
             model = detection.fasterrcnn_mobilenet_v3_large_fpn(
                 weights="DEFAULT", trainable_backbone_layers=trainable_layers, **common)
         else:
+            # Learning batch norm (mobilenet_backbone's default, frozen identity statistics,
+            # would leave a scratch network unnormalised).
             backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=None,
-                                          fpn=True, trainable_layers=6)
+                                          fpn=True, trainable_layers=6,
+                                          norm_layer=nn.BatchNorm2d)
             model = detection.FasterRCNN(backbone, num_classes=91, **common)
     else:
         v2 = arch.endswith("v2")
@@ -101,10 +106,26 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
     if box.cls_score.out_features != num_classes + 1:
         model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features,
                                                           num_classes + 1)
-    if isinstance(pretrained, str) and pretrained and load_weights:
-        state = torch.load(Path(pretrained).expanduser(), map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    if isinstance(pretrained, str) and pretrained:
+        # A trained detector's statistics stay as trained, as with hub weights; tolerant: a
+        # COCO file's 91-class box predictor does not fit and stays new.
+        freeze_batch_norm(model)
+        if load_weights:
+            load_local_weights(model, pretrained, strip_prefix="model.")
     return model
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """``module`` with each BatchNorm2d replaced by a FrozenBatchNorm2d of its statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm(child)
+    return module
 
 
 class DetectorModule(L.LightningModule):
@@ -147,9 +168,7 @@ class DetectorModule(L.LightningModule):
                                        backbone_weights, image_mean, image_std, load_weights,
                                        **(rpn or {}))
         if init_from and load_weights:  # fine-tuning: an earlier detector checkpoint's weights
-            state = torch.load(Path(init_from).expanduser(), map_location="cpu",
-                               weights_only=True)
-            self.load_state_dict(state.get("state_dict", state))
+            self.load_state_dict(read_state_dict(init_from))
         self.val_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox")
 
     def forward(self, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:

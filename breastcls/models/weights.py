@@ -33,13 +33,9 @@ def weights_file(path: str | Path) -> Path:
     return path
 
 
-def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a state dict (``.pth``/``.pt``/``.safetensors``, a Lightning checkpoint, or a run
-    folder's best checkpoint) into ``model``, skipping tensors whose shapes do not fit (e.g. a
-    replaced stem or head).
-
-    Returns the names of the model's parameters left at their initial values.
-    """
+def read_state_dict(path: str | Path, strip_prefix: str = "") -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (``.pth``/``.pt``/``.safetensors``, a Lightning checkpoint,
+    or a run folder's best checkpoint); a checkpoint's keys lose ``strip_prefix``."""
     path = weights_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -51,9 +47,20 @@ def load_local_weights(model: nn.Module, path: str | Path) -> list[str]:
         except Exception as err:
             raise ValueError(f"could not read weights from {path}: {err}") from err
     if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint
-        state = {k.removeprefix("backbone."): v for k, v in state["state_dict"].items()}
+        state = {k.removeprefix(strip_prefix): v for k, v in state["state_dict"].items()}
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def load_local_weights(model: nn.Module, path: str | Path,
+                       strip_prefix: str = "backbone.") -> list[str]:
+    """Load a state dict (as :func:`read_state_dict` reads it) into ``model``, skipping tensors
+    whose shapes do not fit (e.g. a replaced stem or head).
+
+    Returns the names of the model's parameters left at their initial values.
+    """
+    state = read_state_dict(path, strip_prefix)
 
     own = model.state_dict()
     state = {k: _fit_input_channels(v, own[k]) if k in own else v for k, v in state.items()}
