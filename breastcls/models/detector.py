@@ -107,8 +107,8 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
         model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features,
                                                           num_classes + 1)
     if isinstance(pretrained, str) and pretrained:
-        # A trained detector's statistics stay as trained, as with hub weights; tolerant: a
-        # COCO file's 91-class box predictor does not fit and stays new.
+        # A trained detector's statistics stay as trained (detection batches are too small to
+        # re-estimate them); tolerant: a COCO file's 91-class box predictor stays new.
         freeze_batch_norm(model)
         if load_weights:
             load_local_weights(model, pretrained, strip_prefix="model.")
