@@ -107,25 +107,14 @@ def build_faster_rcnn(arch: str, num_classes: int, min_size: int = 800, max_size
         model.roi_heads.box_predictor = FastRCNNPredictor(box.cls_score.in_features,
                                                           num_classes + 1)
     if isinstance(pretrained, str) and pretrained:
+        from timm.layers import freeze_batch_norm_2d  # here: timm is slow to import
+
         # A trained detector's statistics stay as trained (detection batches are too small to
         # re-estimate them); tolerant: a COCO file's 91-class box predictor stays new.
-        freeze_batch_norm(model)
+        freeze_batch_norm_2d(model)
         if load_weights:
             load_local_weights(model, pretrained, strip_prefix="model.")
     return model
-
-
-def freeze_batch_norm(module: nn.Module) -> nn.Module:
-    """``module`` with each BatchNorm2d replaced by a FrozenBatchNorm2d of its statistics."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                getattr(frozen, key).copy_(getattr(child, key).detach())
-            setattr(module, name, frozen)
-        else:
-            freeze_batch_norm(child)
-    return module
 
 
 class DetectorModule(L.LightningModule):
